@@ -1,0 +1,12 @@
+/* Built instead of the .cu files when nvcc is not available (or NO_CUDA=1). */
+#include "backend/cuda/cuda_runtime.h"
+
+int sdc_cuda_compiled(void) { return 0; }
+int sdc_cuda_device_count(void) { return 0; }
+void sdc_cuda_print_info(FILE *f) { fprintf(f, "CUDA: not built (nvcc was not found, or NO_CUDA=1)\n"); }
+
+sdc_status sdc_cuda_convert_to_f32(int device, float *dst, const void *src, sdc_dtype dtype, size_t n,
+                                   sdc_error *err) {
+    (void)device, (void)dst, (void)src, (void)dtype, (void)n;
+    return sdc_fail(err, SDC_EUNSUPPORTED, "this sdc was built without CUDA (rebuild with `make cuda`)");
+}

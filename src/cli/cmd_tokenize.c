@@ -1,0 +1,9 @@
+#include <stdio.h>
+
+#include "cli/commands.h"
+
+int cmd_tokenize(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    return 0;
+}

@@ -1,0 +1,16 @@
+/* Subcommands of the sdc binary. Each returns the process exit code and
+ * prints its own errors as one line: "sdc: error: <file>: <reason>". */
+#ifndef SDC_CLI_COMMANDS_H
+#define SDC_CLI_COMMANDS_H
+
+#include "core/error.h"
+
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+
+/* Prints "sdc: error: <msg>" and returns 1. */
+int cli_error(const sdc_error *err);
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,52 @@
+/* sdc: Stable Diffusion fine-tuning and inference. Dispatches subcommands. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "core/log.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} command;
+
+static const command k_commands[] = {
+    {"info", cmd_info, "describe a model folder or checkpoint file: family, components, parameters, dtypes, problems"},
+    {"tokenize", cmd_tokenize, "print the token ids of a prompt for each tokenizer of a model"},
+    {"version", cmd_version, "print the version and the compiled-in backends (CUDA, cuDNN, NCCL, MPI)"},
+};
+#define NCOMMANDS (int)(sizeof k_commands / sizeof k_commands[0])
+
+int cli_error(const sdc_error *err) {
+    fprintf(stderr, "sdc: error: %s\n", err->msg[0] ? err->msg : sdc_status_name(err->code));
+    return 1;
+}
+
+int cli_usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "sdc: error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 2;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: sdc <command> [options]   (sdc <command> --help for its options)\n\ncommands:\n");
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-10s %s\n", k_commands[i].name, k_commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    sdc_log_init_from_env();
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) return cmd_version(argc - 1, argv + 1);
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (strcmp(argv[1], k_commands[i].name) == 0) return k_commands[i].fn(argc - 1, argv + 1);
+    return cli_usage_error("unknown command \"%s\" (sdc --help lists the commands)", argv[1]);
+}

@@ -1,0 +1,35 @@
+#include "core/arena.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_ALIGN 64
+
+sdc_status sdc_arena_init(sdc_arena *a, size_t cap, sdc_error *err) {
+    memset(a, 0, sizeof *a);
+    cap = (cap + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if (cap == 0) return SDC_OK;
+    a->base = aligned_alloc(ARENA_ALIGN, cap);
+    if (!a->base) return sdc_fail(err, SDC_ENOMEM, "arena: cannot allocate %zu bytes", cap);
+    a->cap = cap;
+    return SDC_OK;
+}
+
+void sdc_arena_free(sdc_arena *a) {
+    free(a->base);
+    memset(a, 0, sizeof *a);
+}
+
+void *sdc_arena_alloc(sdc_arena *a, size_t nbytes) {
+    size_t start = (a->used + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+    if (start > a->cap || nbytes > a->cap - start) return NULL;
+    a->used = start + nbytes;
+    if (a->used > a->peak) a->peak = a->used;
+    return a->base + start;
+}
+
+void *sdc_arena_calloc(sdc_arena *a, size_t nbytes) {
+    void *p = sdc_arena_alloc(a, nbytes);
+    if (p) memset(p, 0, nbytes);
+    return p;
+}

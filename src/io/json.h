@@ -1,0 +1,34 @@
+/* JSON files (configs, model_index.json, vocabularies) through cJSON, with
+ * errors that name the file, the line and column, and the key. */
+#ifndef SDC_IO_JSON_H
+#define SDC_IO_JSON_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+/* Parses text (len bytes, need not be NUL-terminated) strictly: no trailing
+ * garbage, no embedded NUL. `what` names the source in messages. */
+sdc_status sdc_json_parse(const char *text, size_t len, const char *what, cJSON **out, sdc_error *err);
+/* Reads and parses a file; the top level must be an object. */
+sdc_status sdc_json_load_object(const char *path, cJSON **out, sdc_error *err);
+
+/* Typed getters for an object's member. Missing key: the default is kept
+ * and SDC_OK is returned; present with the wrong type: an error naming
+ * `what` (the file) and the key. JSON null counts as missing. */
+sdc_status sdc_json_get_int(const cJSON *obj, const char *key, int64_t *out, const char *what, sdc_error *err);
+sdc_status sdc_json_get_double(const cJSON *obj, const char *key, double *out, const char *what, sdc_error *err);
+sdc_status sdc_json_get_bool(const cJSON *obj, const char *key, int *out, const char *what, sdc_error *err);
+/* Borrowed pointer into obj (NULL if missing). */
+sdc_status sdc_json_get_string(const cJSON *obj, const char *key, const char **out, const char *what, sdc_error *err);
+/* An int array, or a single int broadcast to n (attention_head_dim style).
+ * *count receives the number of entries read (<= cap). */
+sdc_status sdc_json_get_int_list(const cJSON *obj, const char *key, int64_t *out, int cap, int *count,
+                                 const char *what, sdc_error *err);
+
+/* True if d is an integer exactly representable as int64. */
+int sdc_json_is_int(double d);
+
+#endif
