@@ -143,11 +143,11 @@ TEST(model_bad_folders) {
     REQUIRE(system(cmd) == 0);
     expect_open_error(dir, NULL, SDC_ENOTFOUND, "unet/config.json", "missing");
 
-    /* weights missing, or only as PyTorch .bin */
+    /* weights missing; a .bin that is not a PyTorch zip is reported by its path */
     dir = copy_model("tiny-sd");
     snprintf(cmd, sizeof cmd, "mv %s/vae/diffusion_pytorch_model.safetensors %s/vae/diffusion_pytorch_model.bin", dir, dir);
     REQUIRE(system(cmd) == 0);
-    expect_open_error(dir, NULL, SDC_EUNSUPPORTED, "/vae", ".bin");
+    expect_open_error(dir, NULL, SDC_EFORMAT, "vae/diffusion_pytorch_model.bin", "");
     snprintf(cmd, sizeof cmd, "rm %s/vae/diffusion_pytorch_model.bin", dir);
     REQUIRE(system(cmd) == 0);
     expect_open_error(dir, NULL, SDC_ENOTFOUND, "/vae", "no weights found");
@@ -223,4 +223,48 @@ TEST(cli_errors_are_one_line) {
     CHECK(strstr(out, "unknown command \"frobnicate\"") != NULL);
     CHECK_EQ_INT(run_sdc("info --help", out, sizeof out), 0);
     CHECK(strstr(out, "--variant NAME") != NULL);
+}
+
+TEST(model_open_single_files) {
+    sdc_model m, f;
+    sdc_error err;
+    REQUIRE_OK(sdc_model_open(test_data("single/tiny-sdxl.safetensors"), NULL, &m, &err), &err);
+    CHECK(m.single_file && m.family == SDC_FAMILY_SDXL);
+    CHECK_EQ_INT(m.ncomps, 4);
+    const sdc_component *u = sdc_model_component(&m, "unet");
+    REQUIRE(u && u->config);
+    /* the same tensor as in the folder the file was made from */
+    REQUIRE_OK(sdc_model_open(test_data("tiny-sdxl"), NULL, &f, &err), &err);
+    const sdc_weight *a = sdc_model_weight(&m, "unet", "down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k.weight");
+    const sdc_weight *b = sdc_model_weight(&f, "unet", "down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k.weight");
+    REQUIRE(a && b);
+    CHECK(a->nbytes == b->nbytes && memcmp(a->data, b->data, a->nbytes) == 0);
+    CHECK_EQ_INT(u->params, sdc_model_component(&f, "unet")->params);
+    sdc_model_close(&f);
+    sdc_model_close(&m);
+    /* a CompVis .ckpt pickle goes through the same path */
+    REQUIRE_OK(sdc_model_open(test_data("single/tiny-sd2.ckpt"), NULL, &m, &err), &err);
+    CHECK(m.single_file && m.family == SDC_FAMILY_SD2);
+    CHECK(sdc_model_weight(&m, "text_encoder", "text_model.encoder.layers.0.self_attn.v_proj.weight") != NULL);
+    sdc_model_close(&m);
+}
+
+TEST(cli_info_single_files) {
+    static char out[65536];
+    CHECK_EQ_INT(run_sdc("info tests/data/single/tiny-sd.safetensors", out, sizeof out), 0);
+    CHECK(strstr(out, "family:     SD 1.x") != NULL);
+    CHECK(strstr(out, "single-file checkpoint") != NULL);
+    CHECK(strstr(out, "problem: unknown tensor junk.tensor") != NULL);
+    CHECK(strstr(out, "are ignored") != NULL);
+    CHECK_EQ_INT(run_sdc("info tests/data/single/tiny-sd2.ckpt", out, sizeof out), 0);
+    CHECK(strstr(out, "family:     SD 2.x") != NULL);
+    CHECK(strstr(out, "no problems found") != NULL);
+    CHECK_EQ_INT(run_sdc("info tests/data/tiny-sd2", out, sizeof out), 0);
+    CHECK(strstr(out, "family:     SD 2.x") != NULL);
+    CHECK(strstr(out, "no problems found") != NULL);
+    /* a file that is not a model */
+    CHECK_EQ_INT(run_sdc("info tests/data/tiny-sd-lora/pytorch_lora_weights.safetensors", out, sizeof out), 1);
+    const char *want = "sdc: error: tests/data/tiny-sd-lora/pytorch_lora_weights.safetensors: ";
+    CHECK(strncmp(out, want, strlen(want)) == 0);
+    CHECK(strchr(out, '\n') == out + strlen(out) - 1);
 }

@@ -80,14 +80,25 @@ static int check_text_encoder(const sdc_model *m, const sdc_component *comp) {
     name_list expected = {0};
     sdc_clip_text_params(&cfg, collect, &expected);
     size_t pl = strlen(comp->name);
-    int unexpected = 0;
+    int unexpected = 0, unused_layers = 0;
     for (size_t i = 0; i < m->weights.count; i++) {
         const char *n = m->weights.items[i].name;
         if (strncmp(n, comp->name, pl) != 0 || n[pl] != '.') continue;
         int found = 0;
         for (size_t k = 0; k < expected.n && !found; k++) found = strcmp(expected.names[k], n + pl + 1) == 0;
         /* position_ids is a buffer older exports carry; harmless */
-        if (!found && !strstr(n, "position_ids")) {
+        if (!found && strstr(n, "position_ids")) continue;
+        /* SD 2 checkpoints store all 24 OpenCLIP layers; diffusers' text
+         * encoder has 23 (SD 2 conditions on the penultimate layer) */
+        long long layer = -1;
+        if (!found && m->single_file && sscanf(n + pl + 1, "text_model.encoder.layers.%lld.", &layer) == 1 &&
+            layer >= cfg.num_hidden_layers) {
+            if (!unused_layers++)
+                printf("  note: %s: layers from %lld on are stored but unused (the model uses %lld)\n", comp->name,
+                       layer, (long long)cfg.num_hidden_layers);
+            continue;
+        }
+        if (!found) {
             if (unexpected++ < 5) printf("  problem: %s: unexpected tensor %s\n", comp->name, n + pl + 1);
         }
     }
@@ -222,7 +233,8 @@ int cmd_info(int argc, char **argv) {
     if (sdc_model_open(path, &opt, &m, &err) != SDC_OK) return cli_error(&err);
 
     printf("path:       %s\n", m.path);
-    printf("format:     %s\n", m.single_file ? "single-file checkpoint" : "diffusers folder");
+    printf("format:     %s\n", m.single_file ? "single-file checkpoint (original layout; configs derived from the tensors)"
+                                            : "diffusers folder");
     printf("family:     %s%s%s%s\n", sdc_family_name(m.family), m.pipeline_class ? " (" : "",
            m.pipeline_class ? m.pipeline_class : "", m.pipeline_class ? ")" : "");
     int64_t total = 0, total_bytes = 0;
@@ -264,9 +276,16 @@ int cmd_info(int argc, char **argv) {
     printf(" parameters, ");
     print_size(total_bytes);
     printf("\n");
-    for (size_t i = 0; i < m.weights.nmeta && i < 8; i++)
-        printf("metadata:   %s = %.100s%s\n", m.weights.metadata[i].key, m.weights.metadata[i].value,
-               strlen(m.weights.metadata[i].value) > 100 ? "..." : "");
+    /* each component file carries its own metadata; show each pair once */
+    for (size_t i = 0, shown = 0; i < m.weights.nmeta && shown < 8; i++) {
+        const sdc_kv *kv = &m.weights.metadata[i];
+        int dup = 0;
+        for (size_t k = 0; k < i && !dup; k++)
+            dup = !strcmp(m.weights.metadata[k].key, kv->key) && !strcmp(m.weights.metadata[k].value, kv->value);
+        if (dup) continue;
+        printf("metadata:   %s = %.100s%s\n", kv->key, kv->value, strlen(kv->value) > 100 ? "..." : "");
+        shown++;
+    }
     for (size_t i = 0; i < m.nnotes; i++) printf("note:       %s\n", m.notes[i]);
 
     /* What is odd. */

@@ -6,8 +6,10 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "io/ckpt.h"
 #include "io/json.h"
 #include "io/safetensors.h"
+#include "io/single_file.h"
 
 static sdc_status oom(sdc_error *err, const char *what) { return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", what); }
 
@@ -39,19 +41,8 @@ sdc_family sdc_family_from_configs(const char *pipeline_class, const cJSON *unet
 /* Moves every tensor of src into dst as "<prefix>.<name>", together with the
  * mapped files and owned buffers they point into. src is left empty. */
 static sdc_status absorb(sdc_weights *dst, sdc_weights *src, const char *prefix, int text_model, sdc_error *err) {
-    size_t base = dst->nfiles;
-    sdc_weight_file *f = realloc(dst->files, (dst->nfiles + src->nfiles) * sizeof *f);
-    if (!f) return oom(err, prefix);
-    dst->files = f;
-    memcpy(dst->files + dst->nfiles, src->files, src->nfiles * sizeof *f);
-    dst->nfiles += src->nfiles;
-    free(src->files);
-    src->files = NULL;
-    src->nfiles = 0;
-    for (size_t i = 0; i < src->nowned; i++) SDC_TRY(sdc_weights_own(dst, src->owned[i], err));
-    free(src->owned);
-    src->owned = NULL;
-    src->nowned = 0;
+    int base;
+    SDC_TRY(sdc_weights_move_storage(dst, src, &base, err));
     for (size_t i = 0; i < src->count; i++) {
         const sdc_weight *t = &src->items[i];
         /* transformers' CLIPTextModel may save its keys without the
@@ -61,16 +52,11 @@ static sdc_status absorb(sdc_weights *dst, sdc_weights *src, const char *prefix,
         char *name = malloc(n);
         if (!name) return oom(err, prefix);
         snprintf(name, n, "%s.%s%s", prefix, add_tm ? "text_model." : "", t->name);
-        sdc_status s = sdc_weights_add(dst, name, t->src_name, t->dtype, t->ndim, t->shape, t->data, t->nbytes,
-                                       t->file >= 0 ? (int)base + t->file : -1,
-                                       t->file >= 0 ? dst->files[base + t->file].path : prefix, err);
+        int file = t->file >= 0 ? base + t->file : -1;
+        sdc_status s = sdc_weights_add(dst, name, t->src_name, t->dtype, t->ndim, t->shape, t->data, t->nbytes, file,
+                                       file >= 0 ? dst->files[file].path : prefix, err);
         free(name);
         if (s != SDC_OK) return s;
-    }
-    for (size_t i = 0; i < src->nmeta; i++) {
-        const char *have = sdc_weights_meta(dst, src->metadata[i].key);
-        if (have && strcmp(have, src->metadata[i].value) == 0) continue; /* {"format": "pt"} in every file */
-        SDC_TRY(sdc_weights_add_meta(dst, src->metadata[i].key, src->metadata[i].value, err));
     }
     sdc_weights_free(src);
     return SDC_OK;
@@ -104,6 +90,12 @@ static sdc_status find_weights(sdc_model *m, const char *dir, const char *varian
             snprintf(name, sizeof name, "%s.safetensors.index.json", base);
             if (file_exists_in(dir, name)) goto found_sharded;
         }
+    }
+    /* Older folders hold only PyTorch pickles; read through the restricted
+     * unpickler (io/ckpt.h), which never executes anything. */
+    for (int b = 0; b < 2 && !variant; b++) {
+        snprintf(name, sizeof name, "%s.bin", bases[b]);
+        if (file_exists_in(dir, name)) goto found;
     }
     /* Nothing under the asked-for name: list what is there. */
     DIR *d = opendir(dir);
@@ -142,9 +134,6 @@ static sdc_status find_weights(sdc_model *m, const char *dir, const char *varian
     if (variant)
         return sdc_fail(err, SDC_ENOTFOUND, "%s: no \"%s\" variant of the weights (found: %s)", dir, variant,
                         seen[0] ? seen : "nothing");
-    if (sdc_str_ends_with(seen, ".bin") || strstr(seen, ".bin,"))
-        return sdc_fail(err, SDC_EUNSUPPORTED,
-                        "%s: only PyTorch .bin weights (%s); convert them with `sdc convert` or give a .safetensors", dir, seen);
     return sdc_fail(err, SDC_ENOTFOUND, "%s: no weights found (expected diffusion_pytorch_model.safetensors or model.safetensors; found: %s)",
                     dir, seen[0] ? seen : "nothing");
 found_sharded:
@@ -160,7 +149,9 @@ static sdc_status load_component_weights(sdc_model *m, sdc_component *c, const s
     SDC_TRY(find_weights(m, c->dir, opt ? opt->variant : NULL, &file, &sharded, err));
     sdc_weights w;
     sdc_weights_init(&w);
-    sdc_status s = sharded ? sdc_safetensors_read_index(file, &w, err) : sdc_safetensors_read(file, &w, err);
+    sdc_status s = sharded                            ? sdc_safetensors_read_index(file, &w, err)
+                   : sdc_str_ends_with(file, ".bin") ? sdc_ckpt_read(file, &w, err)
+                                                      : sdc_safetensors_read(file, &w, err);
     if (s == SDC_OK) {
         c->files = calloc(w.nfiles, sizeof *c->files);
         if (!c->files) s = oom(err, file);
@@ -271,6 +262,49 @@ static sdc_status open_folder(const char *path, const sdc_model_options *opt, sd
     return s;
 }
 
+/* A single-file checkpoint: the key maps give diffusers names, and each
+ * component's config is synthesised from its tensors (io/single_file.h). */
+static sdc_status open_single_file(const char *path, sdc_model *m, sdc_error *err) {
+    sdc_single_file sf;
+    SDC_TRY(sdc_single_file_load(path, &sf, err));
+    static const struct {
+        unsigned bit;
+        const char *name, *cls;
+    } k_parts[4] = {
+        {SDC_SF_TEXT_ENCODER, "text_encoder", "CLIPTextModel"},
+        {SDC_SF_TEXT_ENCODER_2, "text_encoder_2", "CLIPTextModelWithProjection"},
+        {SDC_SF_UNET, "unet", "UNet2DConditionModel"},
+        {SDC_SF_VAE, "vae", "AutoencoderKL"},
+    };
+    cJSON *cfg[4] = {0};
+    sdc_status s = sdc_single_file_configs(&sf, &cfg[2], &cfg[3], &cfg[0], &cfg[1], err);
+    m->single_file = 1;
+    m->family = sf.family;
+    for (int i = 0; i < 4 && s == SDC_OK; i++) {
+        if (!(sf.components & k_parts[i].bit)) continue;
+        sdc_component *c = &m->comps[m->ncomps++];
+        c->config = cfg[i];
+        cfg[i] = NULL;
+        c->name = sdc_strdup(k_parts[i].name);
+        c->class_name = sdc_strdup(k_parts[i].cls);
+        c->files = calloc(1, sizeof *c->files);
+        if (c->files && (c->files[0] = sdc_strdup(path))) c->nfiles = 1;
+        if (!c->name || !c->class_name || !c->nfiles) s = oom(err, path);
+    }
+    for (int i = 0; i < 4; i++) cJSON_Delete(cfg[i]);
+    if (s == SDC_OK) {
+        /* take the weights and the key lists over from sf */
+        m->weights = sf.weights;
+        sdc_weights_init(&sf.weights);
+        m->ignored = sf.ignored, m->nignored = sf.nignored;
+        m->unknown = sf.unknown, m->nunknown = sf.nunknown;
+        sf.ignored = sf.unknown = NULL;
+        sf.nignored = sf.nunknown = 0;
+    }
+    sdc_single_file_free(&sf);
+    return s;
+}
+
 /* Per-component statistics for `sdc info` and memory planning. */
 static void tally(sdc_model *m) {
     for (size_t i = 0; i < m->weights.count; i++) {
@@ -297,7 +331,7 @@ sdc_status sdc_model_open(const char *path, const sdc_model_options *opt, sdc_mo
     } else if (!sdc_path_exists(path)) {
         s = sdc_fail(err, SDC_ENOTFOUND, "%s: no such file or folder", path);
     } else {
-        s = sdc_fail(err, SDC_EUNSUPPORTED, "%s: single-file checkpoints are not readable yet", path);
+        s = open_single_file(path, m, err);
     }
     if (s != SDC_OK) {
         sdc_model_close(m);

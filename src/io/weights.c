@@ -144,3 +144,37 @@ int64_t sdc_weights_param_count(const sdc_weights *w, const char *prefix) {
         if (strncmp(w->items[i].name, prefix, lp) == 0) n += sdc_weight_numel(&w->items[i]);
     return n;
 }
+
+sdc_status sdc_weights_move_storage(sdc_weights *dst, sdc_weights *src, int *file_base, sdc_error *err) {
+    /* grow all three arrays first, so that a failure leaves both sets intact */
+    if (src->nfiles) {
+        sdc_weight_file *f = realloc(dst->files, (dst->nfiles + src->nfiles) * sizeof *f);
+        if (!f) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+        dst->files = f;
+    }
+    if (src->nowned) {
+        void **o = realloc(dst->owned, (dst->nowned + src->nowned) * sizeof *o);
+        if (!o) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+        dst->owned = o;
+    }
+    if (src->nmeta) {
+        sdc_kv *m = realloc(dst->metadata, (dst->nmeta + src->nmeta) * sizeof *m);
+        if (!m) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+        dst->metadata = m;
+    }
+    *file_base = (int)dst->nfiles;
+    if (src->nfiles) memcpy(dst->files + dst->nfiles, src->files, src->nfiles * sizeof *src->files);
+    if (src->nowned) memcpy(dst->owned + dst->nowned, src->owned, src->nowned * sizeof *src->owned);
+    if (src->nmeta) memcpy(dst->metadata + dst->nmeta, src->metadata, src->nmeta * sizeof *src->metadata);
+    dst->nfiles += src->nfiles;
+    dst->nowned += src->nowned;
+    dst->nmeta += src->nmeta;
+    free(src->files);
+    free(src->owned);
+    free(src->metadata);
+    src->files = NULL;
+    src->owned = NULL;
+    src->metadata = NULL;
+    src->nfiles = src->nowned = src->nmeta = 0;
+    return SDC_OK;
+}

@@ -72,4 +72,11 @@ sdc_status sdc_weight_to_f32(const sdc_weights *w, const sdc_weight *t, float *o
 /* Sum of numel over all weights whose name starts with prefix ("" for all). */
 int64_t sdc_weights_param_count(const sdc_weights *w, const char *prefix);
 
+/* Moves src's storage (mapped files, owned buffers, metadata) into dst. src
+ * keeps its tensor list, whose data now lives in dst's storage; a tensor of
+ * src with file index f is file (*file_base + f) of dst. This lets a key map
+ * read a file into one set and emit renamed tensors into another without
+ * copying data. On failure nothing is moved. */
+sdc_status sdc_weights_move_storage(sdc_weights *dst, sdc_weights *src, int *file_base, sdc_error *err);
+
 #endif
