@@ -516,31 +516,26 @@ TEST(tokenizer_cli_plain_and_errors) {
     CHECK(strstr(out, "--model") && strstr(out, "--prompt") && strstr(out, "--json") && strstr(out, "default"));
 }
 
-/* Single-file checkpoints: the family picks the default tokenizers. */
+/* Single-file checkpoints: the family found in the file's keys picks the
+ * built-in tokenizers (SD 2.x and SDXL's second pad with "!"). */
 TEST(tokenizer_cli_single_file) {
-    const char *dir = test_tmpdir();
     static char out[65536];
     char args[2048];
-    const char *keys[3] = {"model.diffusion_model.x", "cond_stage_model.model.x", "conditioner.embedders.1.model.x"};
+    const char *files[3] = {"single/tiny-sd.safetensors", "single/tiny-sd2.ckpt", "single/tiny-sdxl.safetensors"};
     const char *want[3] = {"tokenizer: 49406 2368 49407 49407", "tokenizer: 49406 2368 49407 0 0",
                            "tokenizer: 49406 2368 49407 49407"};
     for (int f = 0; f < 3; f++) {
-        char name[64];
-        snprintf(name, sizeof name, "model%d.safetensors", f);
-        char *p = sdc_path_join(dir, name);
-        float v = 0;
-        int64_t shape[1] = {1};
-        sdc_st_tensor t = {keys[f], SDC_F32, 1, shape, &v};
-        sdc_error err;
-        REQUIRE_OK(sdc_safetensors_write(p, &t, 1, NULL, 0, &err), &err);
-        snprintf(args, sizeof args, "tokenize --model %s --prompt cat", p);
+        snprintf(args, sizeof args, "tokenize --model %s --prompt cat", test_data(files[f]));
         CHECK_EQ_INT(run_sdc(args, out, sizeof out), 0);
-        CHECK_MSG(strncmp(out, want[f], strlen(want[f])) == 0, "%s: %.80s", keys[f], out);
+        CHECK_MSG(strncmp(out, want[f], strlen(want[f])) == 0, "%s: %.80s", files[f], out);
         const char *second = strstr(out, "tokenizer_2: ");
         CHECK_MSG(f == 2 ? second && strncmp(second, "tokenizer_2: 49406 2368 49407 0 0", 33) == 0 : !second,
-                  "%s: tokenizer_2 line: %.80s", keys[f], second ? second : "(none)");
-        free(p);
+                  "%s: tokenizer_2 line: %.80s", files[f], second ? second : "(none)");
     }
+    /* a file that holds no model is one error line naming it */
+    snprintf(args, sizeof args, "tokenize --model %s --prompt cat", test_data("tiny-sd-lora/pytorch_lora_weights.safetensors"));
+    CHECK_EQ_INT(run_sdc(args, out, sizeof out), 1);
+    CHECK(strncmp(out, "sdc: error: ", 12) == 0 && strstr(out, "pytorch_lora_weights.safetensors") != NULL);
 }
 
 /* Every Unicode scalar value through the reference, when a sweep file from

@@ -9,7 +9,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "data/clip_tokenizer.h"
-#include "io/safetensors.h"
+#include "io/single_file.h"
 #include "io/weights.h"
 
 #define MAX_TOKENIZERS 2
@@ -43,42 +43,18 @@ static int is_checkpoint_name(const char *p) {
     return 0;
 }
 
-typedef enum { FAMILY_SD1, FAMILY_SD2, FAMILY_SDXL } family;
-
-/* A tiny family guess from a single file's tensor names, until the shared
- * family detection exists: SDXL has a second text encoder under
- * conditioner.embedders.1, SD 2.x an OpenCLIP one under
- * cond_stage_model.model. Pickle checkpoints are not opened here and count
- * as SD 1.x; any other file must be safetensors. */
-static sdc_status peek_family(const char *path, family *out, sdc_error *err) {
-    *out = FAMILY_SD1;
-    if (is_checkpoint_name(path) && !sdc_str_ends_with(path, ".safetensors")) {
-        SDC_WARN("%s: a pickle checkpoint, whose family is not checked here: using SD 1.x tokenization", path);
-        return SDC_OK;
-    }
-    sdc_weights w;
-    sdc_weights_init(&w);
-    sdc_status s = sdc_safetensors_read(path, &w, err);
-    for (size_t i = 0; s == SDC_OK && i < w.count; i++) {
-        const char *n = w.items[i].src_name ? w.items[i].src_name : w.items[i].name;
-        if (strncmp(n, "conditioner.embedders.1", 23) == 0) {
-            *out = FAMILY_SDXL;
-            break;
-        }
-        if (strncmp(n, "cond_stage_model.model.", 23) == 0) *out = FAMILY_SD2;
-    }
-    sdc_weights_free(&w);
-    return s;
-}
-
+/* A single file carries no tokenizer: use the built-in CLIP vocabulary with
+ * the family's tokenizers, the family coming from the file's keys
+ * (io/single_file.h). SD 2.x and SDXL's second tokenizer pad with "!". */
 static sdc_status load_single_file(const char *path, named_tokenizer *t, int *n, sdc_error *err) {
-    family f;
-    SDC_TRY(peek_family(path, &f, err));
-    /* SD 2.x and SDXL's second tokenizer pad with "!" (id 0) */
-    SDC_TRY(sdc_clip_tokenizer_default(f == FAMILY_SD2 ? "!" : "<|endoftext|>", &t[0].tok, err));
+    sdc_single_file sf;
+    SDC_TRY(sdc_single_file_load(path, &sf, err));
+    sdc_family f = sf.family;
+    sdc_single_file_free(&sf);
+    SDC_TRY(sdc_clip_tokenizer_default(f == SDC_FAMILY_SD2 ? "!" : "<|endoftext|>", &t[0].tok, err));
     t[0].name = "tokenizer";
     *n = 1;
-    if (f == FAMILY_SDXL) {
+    if (f == SDC_FAMILY_SDXL) {
         SDC_TRY(sdc_clip_tokenizer_default("!", &t[1].tok, err));
         t[1].name = "tokenizer_2";
         *n = 2;
