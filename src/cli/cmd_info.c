@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "core/fs.h"
 #include "io/json.h"
 #include "io/model.h"
 #include "models/clip_text_params.h"
@@ -59,10 +60,8 @@ static void collect(void *vctx, const char *name, int ndim, const int64_t *shape
         l->names = nn;
         l->cap = nc;
     }
-    char *d = malloc(strlen(name) + 1);
-    if (!d) return;
-    strcpy(d, name);
-    l->names[l->n++] = d;
+    char *d = sdc_strdup(name);
+    if (d) l->names[l->n++] = d;
 }
 
 static int check_text_encoder(const sdc_model *m, const sdc_component *comp) {

@@ -39,6 +39,19 @@ const char *sdc_km_after(const char *s, const char *prefix) {
     return strncmp(s, prefix, n) == 0 ? s + n : NULL;
 }
 
+int sdc_km_is_wb(const char *s) { return s && (strcmp(s, "weight") == 0 || strcmp(s, "bias") == 0); }
+
+int sdc_km_map_param(const char *tail, const char *const map[][2], size_t n, char *out, size_t cap) {
+    for (size_t k = 0; k < n; k++) {
+        const char *r = sdc_km_after(tail, map[k][0]);
+        if (sdc_km_is_wb(r)) {
+            snprintf(out, cap, "%s%s", map[k][1], r);
+            return (int)k;
+        }
+    }
+    return -1;
+}
+
 int sdc_km_index(const char **s) {
     const char *p = *s;
     int v = 0, n = 0;

@@ -38,6 +38,13 @@ static inline void sdc_km_ignore(sdc_keymap *km, size_t i) { km->state[i] = SDC_
 
 /* s after prefix, or NULL if s does not start with it. */
 const char *sdc_km_after(const char *s, const char *prefix);
+/* 1 if s is "weight" or "bias" (a parameter's last name part). */
+int sdc_km_is_wb(const char *s);
+/* Renames a parameter by prefix table: the first row of map ({stored prefix,
+ * diffusers prefix}, n rows) whose stored prefix starts tail and leaves
+ * exactly "weight" or "bias" gives out = diffusers prefix + that rest.
+ * Returns the row, or -1 if none matches. */
+int sdc_km_map_param(const char *tail, const char *const map[][2], size_t n, char *out, size_t cap);
 /* Reads a decimal index (0..9999, no leading zeros) at *s followed by '.' or
  * the end; advances *s past the dot. Returns the index or -1. */
 int sdc_km_index(const char **s);

@@ -30,7 +30,6 @@
 
 #define MAX_LAYERS 256
 
-static int is_wb(const char *s) { return s && (strcmp(s, "weight") == 0 || strcmp(s, "bias") == 0); }
 
 /* Checks that layers 0..n-1 were all seen. */
 static sdc_status check_layers(sdc_keymap *km, const char *prefix, const char *what, const unsigned char *seen, int n,
@@ -187,12 +186,9 @@ sdc_status sdc_km_openclip(sdc_keymap *km, const char *prefix, const char *compo
         if (in_bias || strcmp(t, "attn.in_proj_weight") == 0) {
             SDC_TRY(split_qkv(km, i, base, in_bias, D, err));
         } else {
-            const char *wb = NULL;
-            size_t k = 0;
-            for (; k < sizeof block / sizeof block[0]; k++)
-                if (is_wb(wb = sdc_km_after(t, block[k][0]))) break;
-            if (k == sizeof block / sizeof block[0]) continue;
-            snprintf(name, sizeof name, "%s.%s%s", base, block[k][1], wb);
+            char tail[48]; /* the longest is "self_attn.out_proj.weight" */
+            if (sdc_km_map_param(t, block, sizeof block / sizeof block[0], tail, sizeof tail) < 0) continue;
+            snprintf(name, sizeof name, "%s.%s", base, tail);
             SDC_TRY(sdc_km_emit(km, i, name, err));
         }
         seen[l] = 1;

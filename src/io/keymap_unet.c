@@ -31,18 +31,9 @@ static const char *const RES_MAP[][2] = {
     {"out_layers.3.", "conv2."}, {"emb_layers.1.", "time_emb_proj."}, {"skip_connection.", "conv_shortcut."},
 };
 
-static int is_wb(const char *s) { return s && (strcmp(s, "weight") == 0 || strcmp(s, "bias") == 0); }
-
 /* "in_layers.0.weight" -> "norm1.weight" into out; 0 if tail is no ResBlock parameter. */
 static int res_tail(const char *tail, char *out, size_t cap) {
-    for (size_t k = 0; k < sizeof RES_MAP / sizeof RES_MAP[0]; k++) {
-        const char *r = sdc_km_after(tail, RES_MAP[k][0]);
-        if (is_wb(r)) {
-            snprintf(out, cap, "%s%s", RES_MAP[k][1], r);
-            return 1;
-        }
-    }
-    return 0;
+    return sdc_km_map_param(tail, RES_MAP, sizeof RES_MAP / sizeof RES_MAP[0], out, cap) >= 0;
 }
 
 /* ldm's SpatialTransformer already uses diffusers' Transformer2DModel names;
@@ -91,7 +82,7 @@ static void classify(const char *r, int sdxl, key_info *ki) {
     };
     for (size_t t = 0; t < sizeof top / sizeof top[0]; t++) {
         const char *q = sdc_km_after(r, top[t][0]);
-        if (is_wb(q)) {
+        if (sdc_km_is_wb(q)) {
             ki->k = K_TOP;
             snprintf(ki->tail, sizeof ki->tail, "%s%s", top[t][1], q);
             return;
@@ -104,7 +95,7 @@ static void classify(const char *r, int sdxl, key_info *ki) {
                                          {"label_emb.0.2.", "add_embedding.linear_2."}};
     for (size_t t = 0; sdxl && t < 2; t++) {
         const char *q = sdc_km_after(r, lab[t][0]);
-        if (is_wb(q)) {
+        if (sdc_km_is_wb(q)) {
             ki->k = K_TOP;
             snprintf(ki->tail, sizeof ki->tail, "%s%s", lab[t][1], q);
             return;
@@ -126,7 +117,7 @@ static void classify(const char *r, int sdxl, key_info *ki) {
     const char *op = sdc_km_after(q, "op.");
     if (which == 0) {
         if (n == 0) return; /* conv_in is K_TOP; anything else there is foreign */
-        if (m == 0 && is_wb(op)) {
+        if (m == 0 && sdc_km_is_wb(op)) {
             ki->k = K_IN_OP;
             snprintf(ki->tail, sizeof ki->tail, "%s", op);
         } else if (m == 0 && res) {
@@ -139,7 +130,7 @@ static void classify(const char *r, int sdxl, key_info *ki) {
     } else {
         if (m == 0 && res) {
             ki->k = K_OUT_RES;
-        } else if ((m == 1 || m == 2) && is_wb(conv)) {
+        } else if ((m == 1 || m == 2) && sdc_km_is_wb(conv)) {
             ki->k = K_OUT_UP;
             snprintf(ki->tail, sizeof ki->tail, "%s", conv);
         } else if (m == 1 && attn) {

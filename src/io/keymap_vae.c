@@ -22,20 +22,19 @@
 
 #define MAX_LEVELS 64
 
-static int is_wb(const char *s) { return s && (strcmp(s, "weight") == 0 || strcmp(s, "bias") == 0); }
 
 /* ResnetBlock tail -> diffusers tail; 0 if none */
 static int res_tail(const char *t, char *out, size_t cap) {
     static const char *const same[] = {"norm1.", "conv1.", "norm2.", "conv2.", NULL};
     for (int k = 0; same[k]; k++) {
         const char *r = sdc_km_after(t, same[k]);
-        if (is_wb(r)) {
+        if (sdc_km_is_wb(r)) {
             snprintf(out, cap, "%s%s", same[k], r);
             return 1;
         }
     }
     const char *r = sdc_km_after(t, "nin_shortcut.");
-    if (!is_wb(r)) return 0;
+    if (!sdc_km_is_wb(r)) return 0;
     snprintf(out, cap, "conv_shortcut.%s", r);
     return 1;
 }
@@ -44,15 +43,9 @@ static int res_tail(const char *t, char *out, size_t cap) {
 static int attn_tail(const char *t, char *out, size_t cap, int *linear) {
     static const char *const map[][2] = {
         {"norm.", "group_norm."}, {"q.", "to_q."}, {"k.", "to_k."}, {"v.", "to_v."}, {"proj_out.", "to_out.0."}};
-    for (size_t k = 0; k < sizeof map / sizeof map[0]; k++) {
-        const char *r = sdc_km_after(t, map[k][0]);
-        if (is_wb(r)) {
-            *linear = k > 0 && strcmp(r, "weight") == 0;
-            snprintf(out, cap, "%s%s", map[k][1], r);
-            return 1;
-        }
-    }
-    return 0;
+    int k = sdc_km_map_param(t, map, sizeof map / sizeof map[0], out, cap);
+    *linear = k > 0 && sdc_str_ends_with(out, ".weight");
+    return k >= 0;
 }
 
 typedef struct {
@@ -69,7 +62,7 @@ static int classify(const char *r, vae_key *v) {
     const char *q;
     static const char *const top[] = {"quant_conv.", "post_quant_conv.", NULL};
     for (int k = 0; top[k]; k++)
-        if (is_wb(q = sdc_km_after(r, top[k]))) {
+        if (sdc_km_is_wb(q = sdc_km_after(r, top[k]))) {
             v->dec = -1;
             snprintf(v->name, sizeof v->name, "%s%s", top[k], q);
             return 1;
@@ -80,11 +73,11 @@ static int classify(const char *r, vae_key *v) {
     else return 0;
     char tail[128];
     const char *t;
-    if (is_wb(t = sdc_km_after(q, "conv_in.")) || is_wb(t = sdc_km_after(q, "conv_out."))) {
+    if (sdc_km_is_wb(t = sdc_km_after(q, "conv_in.")) || sdc_km_is_wb(t = sdc_km_after(q, "conv_out."))) {
         snprintf(v->name, sizeof v->name, "%s.%s", side, q);
         return 1;
     }
-    if (is_wb(t = sdc_km_after(q, "norm_out."))) {
+    if (sdc_km_is_wb(t = sdc_km_after(q, "norm_out."))) {
         snprintf(v->name, sizeof v->name, "%s.conv_norm_out.%s", side, t);
         return 1;
     }
@@ -111,7 +104,7 @@ static int classify(const char *r, vae_key *v) {
         return 1;
     }
     u = sdc_km_after(t, v->dec ? "upsample.conv." : "downsample.conv.");
-    if (!is_wb(u)) return 0;
+    if (!sdc_km_is_wb(u)) return 0;
     snprintf(v->name, sizeof v->name, "%s.%s.%%L.%s.0.conv.%s", side, blocks, v->dec ? "upsamplers" : "downsamplers", u);
     return 1;
 }

@@ -175,8 +175,7 @@ static const char *config_name(const char *comp_name, const char *class_name) {
     return "config.json";
 }
 
-static int is_model_class(const char *library, const char *cls) {
-    (void)library;
+static int is_model_class(const char *cls) {
     return cls && !strstr(cls, "Tokenizer") && !strstr(cls, "Scheduler") && !strstr(cls, "ImageProcessor") &&
            !strstr(cls, "FeatureExtractor");
 }
@@ -246,10 +245,10 @@ static sdc_status open_folder(const char *path, const sdc_model_options *opt, sd
             break;
         }
         if (sdc_file_size(cfg) >= 0) s = sdc_json_load_object(cfg, &c->config, err);
-        else if (is_model_class(c->library, c->class_name))
+        else if (is_model_class(c->class_name))
             s = sdc_fail(err, SDC_ENOTFOUND, "%s: missing (every model component needs its config)", cfg);
         free(cfg);
-        if (s == SDC_OK && is_model_class(c->library, c->class_name) && !(opt && opt->configs_only))
+        if (s == SDC_OK && is_model_class(c->class_name) && !(opt && opt->configs_only))
             s = load_component_weights(m, c, opt, err);
     }
     if (s == SDC_OK && m->ncomps == 0) s = sdc_fail(err, SDC_EFORMAT, "%s: lists no components", index_path);
