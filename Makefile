@@ -6,8 +6,9 @@ CC       ?= gcc
 NVCC     ?= nvcc
 CUDA_HOME ?= /usr/local/cuda
 BUILD    ?= build
-CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Isrc -Iinclude -MMD -MP
-LDLIBS   = -lcjson -lutf8proc -lz -lm
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Isrc -Iinclude -MMD -MP \
+              $(addprefix -I,$(wildcard /usr/include/$(shell gcc -dumpmachine)/openblas-pthread /usr/include/openblas))
+LDLIBS   = -lopenblas -lpng -lcjson -lutf8proc -lz -lm
 ifeq ($(WERROR),1)
   CFLAGS_BASE += -Werror
 endif

@@ -1,0 +1,100 @@
+/* The backend interface: the ops every model is written over (DESIGN.md
+ * principle 2). A backend fills one table of function pointers; models never
+ * call a backend directly, they call the sdc_op_* wrappers (backend/ops.h),
+ * which check shapes and dispatch on the context's backend.
+ *
+ * Conventions for every op:
+ * - tensors are contiguous, row-major, on the backend's device; the CPU
+ *   backend takes F32 only, the CUDA backend adds BF16/F16 activations;
+ * - `out` is allocated by the caller (usually from the context's arena) and
+ *   is fully overwritten; it never aliases an input unless the op says so;
+ * - sizes are passed explicitly where the op views a tensor as a matrix. */
+#ifndef SDC_BACKEND_BACKEND_H
+#define SDC_BACKEND_BACKEND_H
+
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "core/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum sdc_act {
+    SDC_ACT_NONE = 0,
+    SDC_ACT_SILU,       /* x·σ(x) */
+    SDC_ACT_GELU,       /* exact: x·Φ(x) = 0.5·x·(1+erf(x/√2)) */
+    SDC_ACT_GELU_TANH,  /* 0.5·x·(1+tanh(√(2/π)·(x+0.044715·x³))) */
+    SDC_ACT_QUICK_GELU, /* x·σ(1.702·x), CLIP-L */
+} sdc_act;
+
+typedef struct sdc_backend {
+    const char *name;
+    /* out[M,N] = x[M,K]·w[N,K]ᵀ + bias[N] (bias may be NULL). */
+    void (*linear)(sdc_tensor *out, const sdc_tensor *x, const sdc_tensor *w, const sdc_tensor *bias, int64_t M,
+                   int64_t K, int64_t N);
+    /* 2-D convolution, NCHW: out[B,Co,Ho,Wo] = conv(x[B,Ci,H,W], w[Co,Ci,kh,kw]) + bias[Co],
+     * Ho = (H + 2·pad − kh)/stride + 1. Zero padding, no dilation, no groups. */
+    void (*conv2d)(sdc_tensor *out, const sdc_tensor *x, const sdc_tensor *w, const sdc_tensor *bias, int stride,
+                   int pad);
+    /* Group norm over x viewed as [B, C, S] (S = spatial size), G groups of C/G
+     * channels: y = (x−μ)/√(σ²+eps)·γ[c] + β[c] with biased variance; then the
+     * activation `act` (SILU fuses the ResNet's norm+SiLU). */
+    void (*group_norm)(sdc_tensor *out, const sdc_tensor *x, const sdc_tensor *gamma, const sdc_tensor *beta,
+                       int64_t B, int64_t C, int64_t S, int groups, float eps, sdc_act act);
+    /* Layer norm over the last dimension: x viewed as [M, C]. */
+    void (*layer_norm)(sdc_tensor *out, const sdc_tensor *x, const sdc_tensor *gamma, const sdc_tensor *beta,
+                       int64_t M, int64_t C, float eps);
+    /* Multi-head scaled dot-product attention.
+     * q [B,Tq,H·D], k and v [B,Tk,H·D], out [B,Tq,H·D] (head h is columns h·D..h·D+D−1):
+     * out = softmax(scale·q·kᵀ + mask)·v per batch and head, softmax in fp32;
+     * causal masks key j > query i (CLIP). */
+    void (*attention)(sdc_tensor *out, const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v, int64_t B,
+                      int64_t Tq, int64_t Tk, int heads, int64_t head_dim, float scale, int causal);
+    /* out = act(x), elementwise (out may alias x). */
+    void (*activation)(sdc_tensor *out, const sdc_tensor *x, sdc_act act);
+    /* GEGLU: x viewed as [M, 2F]; out[M,F] = x[:, :F] · gelu(x[:, F:]) (exact gelu). */
+    void (*geglu)(sdc_tensor *out, const sdc_tensor *x, int64_t M, int64_t F);
+    /* out = α·a + β·b, elementwise over numel (b may be NULL: out = α·a; out may alias a or b). */
+    void (*axpby)(sdc_tensor *out, float alpha, const sdc_tensor *a, float beta, const sdc_tensor *b);
+    /* out[o,c,s] = x[o,c,s] + v[o,c] for x viewed as [O, C, S] (the ResNet's
+     * time-embedding add, and per-channel bias). out may alias x. */
+    void (*add_channel)(sdc_tensor *out, const sdc_tensor *x, const sdc_tensor *v, int64_t O, int64_t C, int64_t S);
+    /* Concatenate along the middle axis: a [O,Ca,S] and b [O,Cb,S] into out [O,Ca+Cb,S]. */
+    void (*concat)(sdc_tensor *out, const sdc_tensor *a, const sdc_tensor *b, int64_t O, int64_t Ca, int64_t Cb,
+                   int64_t S);
+    /* Slice along the middle axis: out [O,n,S] = x[:, c0:c0+n, :] of x [O,C,S]. */
+    void (*slice)(sdc_tensor *out, const sdc_tensor *x, int64_t O, int64_t C, int64_t S, int64_t c0, int64_t n);
+    /* Swap the last two axes: x [B,R,C] into out [B,C,R] (NCHW ↔ token-major). */
+    void (*transpose)(sdc_tensor *out, const sdc_tensor *x, int64_t B, int64_t R, int64_t C);
+    /* Nearest-neighbour 2× upsampling: x [B,C,H,W] into out [B,C,2H,2W]. */
+    void (*upsample2x)(sdc_tensor *out, const sdc_tensor *x, int64_t B, int64_t C, int64_t H, int64_t W);
+    /* Row gather: out[i,:] = table[ids[i],:] for table [V,D]; ids on the host
+     * (n entries, each checked < V by the caller). */
+    void (*embedding)(sdc_tensor *out, const sdc_tensor *table, const int32_t *ids, int64_t n, int64_t D);
+    /* Host ↔ device copies of whole tensors (fp32 host data; converted to the
+     * tensor's dtype on the way in and to fp32 on the way out). */
+    void (*upload)(sdc_tensor *dst, const float *src);
+    void (*download)(float *dst, const sdc_tensor *src);
+    /* Sets every element to a value. */
+    void (*fill)(sdc_tensor *out, float value);
+} sdc_backend;
+
+/* The CPU backend (backend/cpu/): fp32, OpenMP threads, OpenBLAS sgemm. */
+const sdc_backend *sdc_cpu_backend(void);
+
+/* What a model runs with: a backend, its device, and the arena activations
+ * come from. Modules allocate their outputs from `arena` and release their
+ * temporaries with a mark/release pair around their body. */
+typedef struct sdc_ctx {
+    const sdc_backend *be;
+    sdc_device device;
+    sdc_arena *arena;
+} sdc_ctx;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

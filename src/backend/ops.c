@@ -1,0 +1,198 @@
+#include "backend/ops.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+
+sdc_tensor sdc_ctx_alloc(sdc_ctx *c, int ndim, const int64_t *shape) {
+    sdc_tensor t = sdc_tensor_make(SDC_F32, ndim, shape, NULL);
+    t.device = c->device;
+    size_t nbytes = sdc_tensor_nbytes(&t);
+    t.data = sdc_arena_alloc(c->arena, nbytes ? nbytes : 1);
+    if (!t.data) {
+        char buf[96];
+        fprintf(stderr, "sdc: fatal: activation arena exhausted (%zu of %zu bytes used, %s wanted)\n",
+                c->arena->used, c->arena->cap, sdc_shape_str(buf, sizeof buf, ndim, shape));
+        abort();
+    }
+    return t;
+}
+
+sdc_tensor sdc_view(const sdc_tensor *t, int ndim, const int64_t *shape) {
+    sdc_tensor v = *t;
+    v.ndim = ndim;
+    for (int i = 0; i < ndim; i++) v.shape[i] = shape[i];
+    SDC_ASSERT(sdc_tensor_numel(&v) == sdc_tensor_numel(t));
+    return v;
+}
+
+/* The output: `into` (shape-checked) or a fresh arena tensor. */
+static sdc_tensor out_of(sdc_ctx *c, sdc_tensor *into, int ndim, const int64_t *shape) {
+    if (!into) return sdc_ctx_alloc(c, ndim, shape);
+    SDC_ASSERT(into->ndim == ndim);
+    for (int i = 0; i < ndim; i++) SDC_ASSERT(into->shape[i] == shape[i]);
+    return *into;
+}
+
+static int64_t last(const sdc_tensor *t) { return t->shape[t->ndim - 1]; }
+
+sdc_tensor sdc_op_linear(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, const sdc_tensor *w, const sdc_tensor *b) {
+    SDC_ASSERT(w->ndim == 2 && last(x) == w->shape[1]);
+    int64_t K = w->shape[1], N = w->shape[0], M = sdc_tensor_numel(x) / K;
+    if (b) SDC_ASSERT(sdc_tensor_numel(b) == N);
+    int64_t shape[SDC_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = N;
+    sdc_tensor out = out_of(c, into, x->ndim, shape);
+    c->be->linear(&out, x, w, b, M, K, N);
+    return out;
+}
+
+sdc_tensor sdc_op_conv2d(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, const sdc_tensor *w, const sdc_tensor *b,
+                         int stride, int pad) {
+    SDC_ASSERT(x->ndim == 4 && w->ndim == 4 && x->shape[1] == w->shape[1]);
+    int64_t Ho = (x->shape[2] + 2 * pad - w->shape[2]) / stride + 1;
+    int64_t Wo = (x->shape[3] + 2 * pad - w->shape[3]) / stride + 1;
+    if (b) SDC_ASSERT(sdc_tensor_numel(b) == w->shape[0]);
+    sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(x->shape[0], w->shape[0], Ho, Wo));
+    c->be->conv2d(&out, x, w, b, stride, pad);
+    return out;
+}
+
+sdc_tensor sdc_op_group_norm(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, const sdc_tensor *gamma,
+                             const sdc_tensor *beta, int groups, float eps, sdc_act act) {
+    SDC_ASSERT(x->ndim >= 2 && x->shape[1] % groups == 0);
+    int64_t B = x->shape[0], C = x->shape[1], S = sdc_tensor_numel(x) / (B * C);
+    SDC_ASSERT(sdc_tensor_numel(gamma) == C && sdc_tensor_numel(beta) == C);
+    sdc_tensor out = out_of(c, into, x->ndim, x->shape);
+    c->be->group_norm(&out, x, gamma, beta, B, C, S, groups, eps, act);
+    return out;
+}
+
+sdc_tensor sdc_op_layer_norm(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, const sdc_tensor *gamma,
+                             const sdc_tensor *beta, float eps) {
+    int64_t C = last(x), M = sdc_tensor_numel(x) / C;
+    SDC_ASSERT(sdc_tensor_numel(gamma) == C && sdc_tensor_numel(beta) == C);
+    sdc_tensor out = out_of(c, into, x->ndim, x->shape);
+    c->be->layer_norm(&out, x, gamma, beta, M, C, eps);
+    return out;
+}
+
+sdc_tensor sdc_op_attention(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *q, const sdc_tensor *k,
+                            const sdc_tensor *v, int heads, float scale, int causal) {
+    SDC_ASSERT(q->ndim == 3 && k->ndim == 3 && v->ndim == 3);
+    SDC_ASSERT(sdc_tensor_same_shape(k, v) && q->shape[0] == k->shape[0] && q->shape[2] == k->shape[2]);
+    SDC_ASSERT(q->shape[2] % heads == 0);
+    sdc_tensor out = out_of(c, into, 3, q->shape);
+    c->be->attention(&out, q, k, v, q->shape[0], q->shape[1], k->shape[1], heads, q->shape[2] / heads, scale, causal);
+    return out;
+}
+
+sdc_tensor sdc_op_act(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, sdc_act act) {
+    sdc_tensor out = out_of(c, into, x->ndim, x->shape);
+    c->be->activation(&out, x, act);
+    return out;
+}
+
+sdc_tensor sdc_op_geglu(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x) {
+    SDC_ASSERT(last(x) % 2 == 0);
+    int64_t F = last(x) / 2, M = sdc_tensor_numel(x) / last(x);
+    int64_t shape[SDC_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = F;
+    sdc_tensor out = out_of(c, into, x->ndim, shape);
+    c->be->geglu(&out, x, M, F);
+    return out;
+}
+
+sdc_tensor sdc_op_axpby(sdc_ctx *c, sdc_tensor *into, float alpha, const sdc_tensor *a, float beta,
+                        const sdc_tensor *b) {
+    if (b) SDC_ASSERT(sdc_tensor_numel(a) == sdc_tensor_numel(b));
+    sdc_tensor out = out_of(c, into, a->ndim, a->shape);
+    c->be->axpby(&out, alpha, a, beta, b);
+    return out;
+}
+
+sdc_tensor sdc_op_add(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *a, const sdc_tensor *b) {
+    SDC_ASSERT(sdc_tensor_same_shape(a, b));
+    return sdc_op_axpby(c, into, 1.0f, a, 1.0f, b);
+}
+
+sdc_tensor sdc_op_scale(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, float alpha) {
+    return sdc_op_axpby(c, into, alpha, x, 0.0f, NULL);
+}
+
+sdc_tensor sdc_op_add_channel(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, const sdc_tensor *v) {
+    int64_t O = x->shape[0], C = x->shape[1], S = sdc_tensor_numel(x) / (O * C);
+    SDC_ASSERT(sdc_tensor_numel(v) == O * C);
+    sdc_tensor out = out_of(c, into, x->ndim, x->shape);
+    c->be->add_channel(&out, x, v, O, C, S);
+    return out;
+}
+
+sdc_tensor sdc_op_concat1(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *a, const sdc_tensor *b) {
+    SDC_ASSERT(a->ndim == b->ndim && a->shape[0] == b->shape[0]);
+    for (int i = 2; i < a->ndim; i++) SDC_ASSERT(a->shape[i] == b->shape[i]);
+    int64_t O = a->shape[0], Ca = a->shape[1], Cb = b->shape[1], S = sdc_tensor_numel(a) / (O * Ca);
+    int64_t shape[SDC_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[1] = Ca + Cb;
+    sdc_tensor out = out_of(c, into, a->ndim, shape);
+    c->be->concat(&out, a, b, O, Ca, Cb, S);
+    return out;
+}
+
+sdc_tensor sdc_op_slice1(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int64_t c0, int64_t n) {
+    SDC_ASSERT(x->ndim >= 2 && c0 >= 0 && n >= 0 && c0 + n <= x->shape[1]);
+    int64_t O = x->shape[0], C = x->shape[1], S = sdc_tensor_numel(x) / (O * C);
+    int64_t shape[SDC_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[1] = n;
+    sdc_tensor out = out_of(c, into, x->ndim, shape);
+    c->be->slice(&out, x, O, C, S, c0, n);
+    return out;
+}
+
+sdc_tensor sdc_op_to_tokens(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x) {
+    SDC_ASSERT(x->ndim == 4);
+    int64_t B = x->shape[0], C = x->shape[1], S = x->shape[2] * x->shape[3];
+    sdc_tensor out = out_of(c, into, 3, SDC_SHAPE(B, S, C));
+    c->be->transpose(&out, x, B, C, S);
+    return out;
+}
+
+sdc_tensor sdc_op_from_tokens(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int64_t H, int64_t W) {
+    SDC_ASSERT(x->ndim == 3 && x->shape[1] == H * W);
+    int64_t B = x->shape[0], C = x->shape[2];
+    sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(B, C, H, W));
+    c->be->transpose(&out, x, B, H * W, C);
+    return out;
+}
+
+sdc_tensor sdc_op_upsample2x(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x) {
+    SDC_ASSERT(x->ndim == 4);
+    int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(B, C, 2 * H, 2 * W));
+    c->be->upsample2x(&out, x, B, C, H, W);
+    return out;
+}
+
+sdc_tensor sdc_op_embedding(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *table, const int32_t *ids, int64_t n) {
+    SDC_ASSERT(table->ndim == 2);
+    for (int64_t i = 0; i < n; i++) SDC_ASSERT(ids[i] >= 0 && ids[i] < table->shape[0]);
+    sdc_tensor out = out_of(c, into, 2, SDC_SHAPE(n, table->shape[1]));
+    c->be->embedding(&out, table, ids, n, table->shape[1]);
+    return out;
+}
+
+sdc_tensor sdc_op_upload(sdc_ctx *c, sdc_tensor *into, int ndim, const int64_t *shape, const float *src) {
+    sdc_tensor out = out_of(c, into, ndim, shape);
+    c->be->upload(&out, src);
+    return out;
+}
+
+void sdc_op_download(sdc_ctx *c, float *dst, const sdc_tensor *x) { c->be->download(dst, x); }
+
+void sdc_op_fill(sdc_ctx *c, sdc_tensor *x, float value) { c->be->fill(x, value); }

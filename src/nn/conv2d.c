@@ -1,0 +1,17 @@
+#include "nn/conv2d.h"
+
+void sdc_conv2d_declare(sdc_params *p, sdc_conv2d *l, int64_t in, int64_t out, int kernel, int stride, int pad,
+                        const char *name) {
+    l->in = in;
+    l->out = out;
+    l->kernel = kernel;
+    l->stride = stride;
+    l->pad = pad;
+    sdc_init init = sdc_init_fan_in(in * kernel * kernel);
+    sdc_params_declare(p, &l->weight, init, 4, SDC_SHAPE(out, in, kernel, kernel), "%s.weight", name);
+    sdc_params_declare(p, &l->bias, init, 1, SDC_SHAPE(out), "%s.bias", name);
+}
+
+sdc_tensor sdc_conv2d_forward(sdc_ctx *c, sdc_tensor *into, const sdc_conv2d *l, const sdc_tensor *x) {
+    return sdc_op_conv2d(c, into, x, &l->weight, &l->bias, l->stride, l->pad);
+}
