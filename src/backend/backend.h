@@ -68,6 +68,10 @@ typedef struct sdc_backend {
     void (*slice)(sdc_tensor *out, const sdc_tensor *x, int64_t O, int64_t C, int64_t S, int64_t c0, int64_t n);
     /* Swap the last two axes: x [B,R,C] into out [B,C,R] (NCHW ↔ token-major). */
     void (*transpose)(sdc_tensor *out, const sdc_tensor *x, int64_t B, int64_t R, int64_t C);
+    /* Zero padding: x [B,C,H,W] into out [B,C,H+top+bottom,W+left+right]
+     * (the VAE encoder's asymmetric (0,1,0,1) pad before a stride-2 conv). */
+    void (*pad2d)(sdc_tensor *out, const sdc_tensor *x, int64_t B, int64_t C, int64_t H, int64_t W, int top,
+                  int bottom, int left, int right);
     /* Nearest-neighbour 2× upsampling: x [B,C,H,W] into out [B,C,2H,2W]. */
     void (*upsample2x)(sdc_tensor *out, const sdc_tensor *x, int64_t B, int64_t C, int64_t H, int64_t W);
     /* Row gather: out[i,:] = table[ids[i],:] for table [V,D]; ids on the host

@@ -171,6 +171,14 @@ sdc_tensor sdc_op_from_tokens(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x,
     return out;
 }
 
+sdc_tensor sdc_op_pad2d(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int top, int bottom, int left, int right) {
+    SDC_ASSERT(x->ndim == 4 && top >= 0 && bottom >= 0 && left >= 0 && right >= 0);
+    int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(B, C, H + top + bottom, W + left + right));
+    c->be->pad2d(&out, x, B, C, H, W, top, bottom, left, right);
+    return out;
+}
+
 sdc_tensor sdc_op_upsample2x(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x) {
     SDC_ASSERT(x->ndim == 4);
     int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];

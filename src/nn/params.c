@@ -165,3 +165,12 @@ void sdc_params_init_random(sdc_params *p, uint64_t seed) {
         }
     }
 }
+
+char *sdc_pname(char *buf, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+    SDC_ASSERT(n >= 0 && (size_t)n < cap);
+    return buf;
+}

@@ -79,6 +79,8 @@ void sdc_params_declare(sdc_params *p, sdc_tensor *slot, sdc_init init, int ndim
 /* Allocates the buffer (zeroed) and binds every slot to it. */
 sdc_status sdc_params_alloc(sdc_params *p, sdc_error *err);
 sdc_param *sdc_params_find(const sdc_params *p, const char *name);
+/* snprintf for parameter names; a name that does not fit is a bug (asserted). */
+char *sdc_pname(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Fills every parameter from w's tensors named "<component>.<name>",
  * converting to fp32. A missing tensor or a shape mismatch is an error naming
