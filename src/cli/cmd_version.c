@@ -3,12 +3,10 @@
 #include "backend/cuda/cuda_runtime.h"
 #include "cli/commands.h"
 
-#define SDC_VERSION "0.1.0"
-
 int cmd_version(int argc, char **argv) {
     (void)argc;
     (void)argv;
-    printf("sdc %s\n", SDC_VERSION);
+    printf("sdc %s\n", SDC_VERSION_STRING);
 #ifdef _OPENMP
     printf("OpenMP: yes\n");
 #else

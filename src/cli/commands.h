@@ -5,7 +5,12 @@
 
 #include "core/error.h"
 
+#define SDC_VERSION_STRING "0.1.0"
+
+int cmd_check(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_init(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 

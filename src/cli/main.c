@@ -13,7 +13,10 @@ typedef struct {
 } command;
 
 static const command k_commands[] = {
+    {"generate", cmd_generate, "text-to-image: PNGs with the settings in a text chunk, LoRAs, any sampler"},
+    {"check", cmd_check, "run a model against golden reference outputs and print each relative error"},
     {"info", cmd_info, "describe a model folder or checkpoint file: family, components, parameters, dtypes, problems"},
+    {"init", cmd_init, "write a randomly initialised model folder (sd15, sd21, sdxl, tiny) in the diffusers layout"},
     {"tokenize", cmd_tokenize, "print the token ids of a prompt for each tokenizer of a model"},
     {"version", cmd_version, "print the version and the compiled-in backends (CUDA, cuDNN, NCCL, MPI)"},
 };

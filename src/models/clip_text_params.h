@@ -14,6 +14,8 @@ typedef struct sdc_clip_text_config {
     int with_projection; /* CLIPTextModelWithProjection */
     int quick_gelu;      /* hidden_act quick_gelu (CLIP) vs gelu (OpenCLIP) */
     double layer_norm_eps;
+    int64_t eos_token_id;      /* 2 in legacy configs: pool at the largest id instead */
+    double initializer_factor; /* scales every init std (transformers' CLIP init) */
 } sdc_clip_text_config;
 
 /* Reads a transformers config.json object; `what` names the file in errors. */
@@ -21,7 +23,8 @@ sdc_status sdc_clip_text_config_parse(const cJSON *cfg, int with_projection, sdc
                                       const char *what, sdc_error *err);
 
 /* Calls fn for every parameter: its name (without component prefix), rank and
- * shape. Returns the number of parameters. */
+ * shape, in the order the model declares them (models/clip_text.c). Returns
+ * the number of parameters, or −1 when out of memory. */
 typedef void (*sdc_param_fn)(void *ctx, const char *name, int ndim, const int64_t *shape);
 int sdc_clip_text_params(const sdc_clip_text_config *c, sdc_param_fn fn, void *ctx);
 
