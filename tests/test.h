@@ -34,6 +34,13 @@ int sdc_test_failed(void);
             return;                                                          \
         }                                                                    \
     } while (0)
+#define REQUIRE_MSG(cond, ...)                                   \
+    do {                                                         \
+        if (!(cond)) {                                           \
+            sdc_test_fail(__FILE__, __LINE__, __VA_ARGS__);      \
+            return;                                              \
+        }                                                        \
+    } while (0)
 #define CHECK_EQ_INT(a, b)                                                                              \
     do {                                                                                                \
         long long a_ = (long long)(a), b_ = (long long)(b);                                             \

@@ -155,6 +155,8 @@ TEST(ops_conv2d) {
     check_conv(&f, 2, 6, 7, 9, 4, 1, 2, 0, 1);  /* 1×1 strided: through im2col */
     check_conv(&f, 2, 3, 5, 5, 4, 1, 1, 1, 1);  /* 1×1 padded */
     check_conv(&f, 1, 3, 2, 3, 2, 3, 1, 1, 1);  /* image smaller than the kernel reach */
+    check_conv(&f, 1, 2, 2, 1, 3, 3, 1, 2, 1);  /* pad 2: kernel columns entirely outside the image */
+    check_conv(&f, 2, 2, 5, 4, 3, 3, 2, 2, 1);
     sdc_arena_free(&f.arena);
 }
 
@@ -527,6 +529,30 @@ TEST(ops_upsample2x) {
             for (int64_t j = 0; j < 2 * W; j++) ref[(p * 2 * H + i) * 2 * W + j] = x[(p * H + i / 2) * W + j / 2];
     close_to("upsample2x", &y, ref, B * C * 4 * H * W);
     free(x), free(ref);
+    sdc_arena_free(&f.arena);
+}
+
+TEST(ops_pad2d) {
+    /* the VAE encoder's (0,1,0,1) and a symmetric pad */
+    fixture f;
+    REQUIRE(fx_init(&f));
+    const int64_t B = 2, C = 3, H = 5, W = 7;
+    float *x = rnd(B * C * H * W, -1, 1, 131);
+    sdc_tensor tx = UP(&f, x, B, C, H, W);
+    const int pads[2][4] = {{0, 1, 0, 1}, {2, 1, 3, 2}};
+    for (int k = 0; k < 2; k++) {
+        int t = pads[k][0], bo = pads[k][1], l = pads[k][2], r = pads[k][3];
+        int64_t Ho = H + t + bo, Wo = W + l + r;
+        sdc_tensor y = sdc_op_pad2d(&f.c, NULL, &tx, t, bo, l, r);
+        CHECK(y.shape[2] == Ho && y.shape[3] == Wo);
+        double *ref = dalloc(B * C * Ho * Wo);
+        for (int64_t p = 0; p < B * C; p++)
+            for (int64_t i = 0; i < H; i++)
+                for (int64_t j = 0; j < W; j++) ref[(p * Ho + i + t) * Wo + j + l] = x[(p * H + i) * W + j];
+        close_to(k ? "pad2d (2,1,3,2)" : "pad2d (0,1,0,1)", &y, ref, B * C * Ho * Wo);
+        free(ref);
+    }
+    free(x);
     sdc_arena_free(&f.arena);
 }
 

@@ -36,7 +36,8 @@ class Collect(logging.Handler):
 
 
 def load_pipeline(d):
-    idx = json.load(open(os.path.join(d, "model_index.json")))
+    with open(os.path.join(d, "model_index.json")) as f:
+        idx = json.load(f)
     import diffusers
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
@@ -48,7 +49,10 @@ def load_pipeline(d):
         logging.getLogger(name).addHandler(h)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        pipe = getattr(diffusers, idx["_class_name"]).from_pretrained(d)
+        # the weights' dtype, as sdc init wrote into the text encoder's config
+        with open(os.path.join(d, "text_encoder", "config.json")) as f:
+            dtype = json.load(f).get("dtype", "float32")
+        pipe = getattr(diffusers, idx["_class_name"]).from_pretrained(d, dtype=getattr(torch, dtype))
     msgs = h.records + [f"{x.category.__name__}: {x.message}" for x in w]
     # about this machine's packages (no torchvision / accelerate), not the folder
     env = [m for m in msgs if "torchvision" in m or "accelerate" in m]
@@ -181,7 +185,8 @@ def main():
         bad = len(msgs) + check_files(a.dir, pipe)
         del pipe
     if not a.no_stats:
-        idx = json.load(open(os.path.join(a.dir, "model_index.json")))
+        with open(os.path.join(a.dir, "model_index.json")) as f:
+            idx = json.load(f)
         names = a.components.split(",") if a.components else ["text_encoder", "text_encoder_2", "unet", "vae"]
         for comp in names:
             if comp not in idx:

@@ -24,7 +24,8 @@ Sections (--sections, default all of text,unet,vae,scheduler,pipeline):
                                  before clamping
   pipeline/meta/{guidance_scale, steps}
 Metadata: prompts (JSON list), seed, family, dtype, stored (weights' dtype),
-samplers (JSON: class, overrides and eta of each sampler key), diffusers.
+samplers (JSON: class, overrides, eta and the effective scheduler config of
+each sampler key), pipeline (height, width, negative_prompt), diffusers.
 
 Samplers (--samplers, comma list; each <Class>.from_config(pipe.scheduler.config,
 **overrides)): ddim (eta 0), ddim_eta (eta 0.5), euler, euler_a
@@ -38,14 +39,20 @@ gets a replacement that fails if called, so no hidden randomness slips in.
 
 Weights are read as stored and upcast (from_pretrained(torch_dtype=float64)):
 fp16 files give their fp16 values exactly; this is checked against the files.
-Note that diffusers' schedulers keep betas, alphas_cumprod and sigmas in
-float32 and some step() functions round the sample to float32; that is part
-of the reference, not an error of this script.
+Note that diffusers keeps some float32 inside a float64 run: the schedulers'
+betas, alphas_cumprod and sigmas, the sample in the Euler and DPM++ step(),
+and the UNet's sinusoidal timestep embedding (exp, sin, cos in float32, so
+CPU and GPU libm differ there by an ulp, which moves the UNet output ~1e-7
+and the time-embedding parameter gradients ~5e-6 relative). That is part of
+the reference, not an error of this script.
 
 Inputs are drawn from torch.Generator().manual_seed(--seed) in a fixed order
 (unet sample, unet target, vae image, pipeline latents), float64; --inputs-from
 GOLDEN takes unet/in/*, vae/in/image and pipeline/in/latents from another
-golden instead (for reproducing it, or for sharing its latents).
+golden instead (for reproducing it, or for sharing its latents). A sampler's
+noise comes from torch.Generator().manual_seed(seed * 1000 + crc32(name) % 1000).
+Every input (*/in/*, the UNet conditioning, the noise) is rounded to float32
+values before it is used, so what is stored is exactly what was used.
 
 Options: --height/--width (pipeline, pixels, non-square allowed), --steps (4),
 --guidance (7.5 SD, 5.0 SDXL), --negative (SD: prompt 1 "" as negative prompt;
@@ -53,17 +60,33 @@ without it SD runs without a negative prompt and SDXL uses zeros through
 force_zeros_for_empty_prompt), --unet-shape 2,4,16,16, --unet-timesteps 10,900,
 --vae-shape 1,3,64,64, --prompts-from (default tests/data/tiny-sd/golden.safetensors,
 the shared packs' 4 prompts), --family (default from the folder), --compare REF
-(prints max|ours-ref|/max|ref| for each key in both files).
+(prints max|ours-ref|/max|ref| for each key in both files), --config-defaults
+KEYS (drop these keys from the model's scheduler config before from_config, so
+each sampler class uses its own default for them).
+
+Every sampler starts from the scheduler config loaded from the folder. The
+shared tiny-sd pack was made from a scheduler built in memory without
+timestep_spacing, so its euler and dpmpp_2m got those classes' default
+"linspace" while its scheduler_config.json (and so this script) says
+"leading"; reproduce it with --config-defaults timestep_spacing.
 
 Examples (from the repository root):
   # reproduce the shared tiny-sd golden's outputs from its own inputs
-  python3 tools/make_goldens.py tests/data/tiny-sd /tmp/sd.safetensors --seed 1 --negative \\
-      --inputs-from /work/shared/reference/tiny-sd/golden.safetensors \\
+  python3 tools/make_goldens.py tests/data/tiny-sd /tmp/sd.safetensors --seed 1 --negative --grads \\
+      --config-defaults timestep_spacing --inputs-from /work/shared/reference/tiny-sd/golden.safetensors \\
       --compare /work/shared/reference/tiny-sd/golden.safetensors
-  # extra samplers for tiny-sd, pipeline only
+  # reproduce the shared tiny-sdxl golden (euler first: its image is euler's)
+  python3 tools/make_goldens.py tests/data/tiny-sdxl /tmp/sdxl.safetensors --seed 3 --grads \\
+      --samplers euler,ddim,dpmpp_2m,pndm --inputs-from /work/shared/reference/tiny-sdxl/golden.safetensors \\
+      --compare /work/shared/reference/tiny-sdxl/golden.safetensors
+  # the extra-sampler files (pipeline/* only), on the shared packs' latents
   python3 tools/make_goldens.py tests/data/tiny-sd tests/data/tiny-sd/golden_samplers.safetensors \\
       --seed 1 --negative --sections pipeline --samplers euler_a,euler_karras,dpmpp_2m_karras,ddim_eta,lms \\
       --inputs-from tests/data/tiny-sd/golden.safetensors
+  python3 tools/make_goldens.py tests/data/tiny-sdxl tests/data/tiny-sdxl/golden_samplers.safetensors \\
+      --seed 3 --sections pipeline --samplers euler_a,dpmpp_2m_karras \\
+      --inputs-from tests/data/tiny-sdxl/golden.safetensors
+  # tests/data/tiny-sd2v/golden.safetensors: see tools/make_tiny_sd2v.py
 """
 import argparse
 import glob
@@ -96,6 +119,11 @@ NOISY = {"ddim_eta", "euler_a", "euler_a_karras"}
 
 def ints(s):
     return [int(x) for x in s.split(",")] if s else []
+
+
+def f32(t):
+    """float64 holding float32 values: stored inputs are then exactly the used ones."""
+    return t.to(torch.float32).to(F64) if t.is_floating_point() else t
 
 
 def store(t):
@@ -313,7 +341,7 @@ def run_pipeline(pipe, family, prompts, samplers, args, latents, out):
         noise = None
         if name in NOISY:
             g = torch.Generator().manual_seed(args.seed * 1000 + zlib.crc32(name.encode()) % 1000)
-            noise = [torch.randn(latents.shape, generator=g, dtype=F64) for _ in range(args.steps)]
+            noise = [f32(torch.randn(latents.shape, generator=g, dtype=F64)) for _ in range(args.steps)]
         feed = NoiseFeed(noise)
         saved = getattr(module, "randn_tensor", None)
         if saved is None and noise is not None:
@@ -453,6 +481,7 @@ def main():
                     t = f.get_tensor(k)
                     given[k] = t.to(F64) if t.is_floating_point() else t
         draws.update({k: v for k, v in given.items() if k in draws})
+    draws = {k: f32(v) for k, v in draws.items()}
     lat = draws["pipeline/in/latents"]
     if tuple(lat.shape[2:]) != (args.height // vsf, args.width // vsf):
         sys.exit(f"pipeline/in/latents {tuple(lat.shape)} does not fit {args.height}x{args.width}")
@@ -461,7 +490,7 @@ def main():
     text = encode_text(pipe, prompts, out) if sections & {"text", "unet"} else None
     if "unet" in sections:
         inp = {"sample": draws["unet/in/sample"], "timestep": draws["unet/in/timestep"]}
-        inp.update(unet_inputs(pipe, family, text, draws, (args.height, args.width)))
+        inp.update({k: f32(v) for k, v in unet_inputs(pipe, family, text, draws, (args.height, args.width)).items()})
         for k, v in given.items():  # conditioning given by the file wins, but must agree
             if k.startswith("unet/in/") and k[8:] in inp and k[8:] not in ("sample", "timestep"):
                 d = (inp[k[8:]] - v).abs().max().item()

@@ -84,6 +84,15 @@ static sdc_status read_latents(const char *path, float **out, int64_t *shape, sd
     return st;
 }
 
+/* Creates the folder an output path lives in (the user asked for the file). */
+static sdc_status make_parent(const char *path, sdc_error *err) {
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path) return SDC_OK;
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    return sdc_mkdirs(dir, err);
+}
+
 static void on_step(void *ctx, int done, int total) {
     sdc_progress *p = ctx;
     if (done == 1 && p->total != total) p->total = total;
@@ -231,7 +240,9 @@ int cmd_generate(int argc, char **argv) {
         return cli_error(&err);
     }
 
-    if (latents_out) {
+    st = make_parent(output, &err);
+    if (st == SDC_OK && latents_out) st = make_parent(latents_out, &err);
+    if (st == SDC_OK && latents_out) {
         sdc_st_tensor t = {"latents", SDC_F32, 4, out.latent_shape, out.latents};
         st = sdc_safetensors_write(latents_out, &t, 1, NULL, 0, &err);
     }

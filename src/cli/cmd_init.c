@@ -140,9 +140,9 @@ static sdc_status write_params(sdc_params *p, uint64_t seed, const init_dtype *d
     if (s == SDC_OK) {
         char count[40];
         print_count(count, sizeof count, params);
-        double bytes = (double)sdc_file_size(path);
-        printf("  %-15s %15s parameters  %8.2f %s  %s/%s\n", p->component, count,
-               bytes >= 1e9 ? bytes / 1e9 : bytes / 1e6, bytes >= 1e9 ? "GB" : "MB", p->component, file);
+        double mib = (double)sdc_file_size(path) / (1 << 20);
+        printf("  %-15s %15s parameters  %8.2f %s  %s/%s\n", p->component, count, mib >= 1024 ? mib / 1024 : mib,
+               mib >= 1024 ? "GiB" : "MiB", p->component, file);
         fflush(stdout);
     }
     free(t);

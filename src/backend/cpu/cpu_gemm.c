@@ -48,7 +48,7 @@ static void im2col_row(float *dst, const float *xc, const conv_geom *g, int64_t 
     /* ix = ox·s − p + j is inside [0, W) for ox in [lo, hi) */
     int64_t off = j - g->pad;
     int64_t lo = off >= 0 ? 0 : (-off + g->stride - 1) / g->stride;
-    int64_t hi = (g->W - off + g->stride - 1) / g->stride;
+    int64_t hi = g->W - off <= 0 ? 0 : (g->W - off + g->stride - 1) / g->stride;
     if (hi > g->Wo) hi = g->Wo;
     if (lo > hi) lo = hi;
     for (int64_t ox = 0; ox < lo; ox++) dst[ox] = 0.0f;

@@ -4,13 +4,16 @@
  * Threading strategy (one for the whole backend): OpenBLAS (the pthread
  * build) threads each sgemm itself, so sgemm is only ever called from outside
  * any OpenMP parallel region; our own loops (elementwise, norms, im2col,
- * softmax, transposes) are `#pragma omp parallel for` regions that contain no
- * BLAS call. Nesting the two would oversubscribe the cores (OpenMP threads ×
- * BLAS threads), and openblas_set_num_threads(1) inside a region is a global
- * switch in the pthread build, not a per-thread one.
+ * softmax, transposes, the fused attention kernel) are `#pragma omp parallel
+ * for` regions that contain no BLAS call. Nesting the two would oversubscribe
+ * the cores (OpenMP threads × BLAS threads), and openblas_set_num_threads(1)
+ * inside a region is a global switch in the pthread build, not a per-thread
+ * one. (Linked against the OpenMP build of OpenBLAS the two share one pool.)
  *
- * Determinism: every reduction is owned by one thread (a row, a group), so
- * results never depend on the schedule. */
+ * Determinism: every reduction is owned by one thread (a row, a group, an
+ * attention row block), so results never depend on the schedule. They may
+ * differ in the last bits between thread counts where OpenBLAS blocks a
+ * product differently. */
 #ifndef SDC_BACKEND_CPU_CPU_OPS_H
 #define SDC_BACKEND_CPU_CPU_OPS_H
 
