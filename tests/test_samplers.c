@@ -376,3 +376,23 @@ TEST(samplers_default_config_is_sd1) {
     CHECK_NEAR(ac[0], 0.99915, 1e-7);
     CHECK_NEAR(ac[999], 0.00466, 1e-5);
 }
+
+/* diffusers saves DPMSolverMultistepScheduler configs with
+ * "lambda_min_clipped": -Infinity (Python's json), which must load. */
+TEST(samplers_config_with_python_infinity) {
+    static const char text[] = "{\"_class_name\": \"DPMSolverMultistepScheduler\", \"lambda_min_clipped\": -Infinity,"
+                               " \"note\": \"Infinity NaN stay in strings\", \"sigma_max\": NaN}";
+    sdc_error err = {0};
+    cJSON *j = NULL;
+    REQUIRE_OK(sdc_json_parse(text, sizeof text - 1, "scheduler_config.json", &j, &err), &err);
+    CHECK(cJSON_GetObjectItem(j, "lambda_min_clipped")->valuedouble < -1e308);
+    CHECK_STR(cJSON_GetObjectItem(j, "note")->valuestring, "Infinity NaN stay in strings");
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(j, "sigma_max")));
+    sdc_sched_config cfg;
+    REQUIRE_OK(sdc_sched_config_parse(j, "scheduler_config.json", &cfg, &err), &err);
+    sdc_sampler s;
+    REQUIRE_OK(sdc_sampler_init(&s, SDC_SAMPLER_DPMPP_2M, &cfg, 10, NULL, 4, &err), &err);
+    CHECK_EQ_INT(s.count, 10);
+    sdc_sampler_free(&s);
+    cJSON_Delete(j);
+}

@@ -205,7 +205,8 @@ sdc_status sdc_sched_config_parse(const cJSON *json, const char *path, sdc_sched
             double v = *dst[i];
             if ((s = sdc_json_get_double(obj, key_names[nk[i]], &v, path, err)) != SDC_OK) goto done;
             if (!PRESENT(nk[i])) continue;
-            int ok = isfinite(v);
+            /* lambda_min_clipped is -inf by default (diffusers writes -Infinity) */
+            int ok = isfinite(v) || (nk[i] == SDC_SK_LAMBDA_MIN_CLIPPED && v < 0);
             if (nk[i] == SDC_SK_BETA_START || nk[i] == SDC_SK_BETA_END) ok = ok && v >= 0 && v < 1;
             if (nk[i] == SDC_SK_CLIP_SAMPLE_RANGE || nk[i] == SDC_SK_SIGMA_MIN || nk[i] == SDC_SK_SIGMA_MAX)
                 ok = ok && v > 0;

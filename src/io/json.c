@@ -11,15 +11,36 @@ int sdc_json_is_int(double d) { return isfinite(d) && d == floor(d) && fabs(d) <
 sdc_status sdc_json_parse(const char *text, size_t len, const char *what, cJSON **out, sdc_error *err) {
     *out = NULL;
     if (memchr(text, '\0', len)) return sdc_fail(err, SDC_EFORMAT, "%s: invalid JSON: contains a NUL byte", what);
-    char *buf = malloc(len + 1);
+    /* Python's json module (and so diffusers' saved configs, e.g.
+     * "lambda_min_clipped": -Infinity) writes Infinity, -Infinity and NaN,
+     * which are not JSON: outside strings they become ±1e999 (±inf through
+     * strtod) and null. */
+    char *buf = malloc(2 * len + 1);
     if (!buf) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", what);
-    memcpy(buf, text, len);
-    buf[len] = '\0';
+    size_t o = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (in_str) {
+            if (ch == '\\' && i + 1 < len) buf[o++] = text[i++];
+            else if (ch == '"') in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == 'I' && len - i >= 8 && memcmp(text + i, "Infinity", 8) == 0) {
+            memcpy(buf + o, "1e999", 5), o += 5, i += 7;
+            continue;
+        } else if (ch == 'N' && len - i >= 3 && memcmp(text + i, "NaN", 3) == 0) {
+            memcpy(buf + o, "null", 4), o += 4, i += 2;
+            continue;
+        }
+        buf[o++] = text[i];
+    }
+    buf[o] = '\0';
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithOpts(buf, &end, 1);
     if (!j) {
         /* locate the error as line:column for the user */
-        size_t off = end && end >= buf && end <= buf + len ? (size_t)(end - buf) : 0;
+        size_t off = end && end >= buf && end <= buf + o ? (size_t)(end - buf) : 0;
         int line = 1, col = 1;
         for (size_t i = 0; i < off; i++) {
             if (buf[i] == '\n') {
