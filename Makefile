@@ -110,7 +110,7 @@ CFLAGS = $(CFLAGS_BASE)
 
 # ---- sources -----------------------------------------------------------------
 LIB_SRC  := $(sort $(wildcard src/core/*.c src/io/*.c src/data/*.c src/nn/*.c src/models/*.c \
-              src/diffusion/*.c src/pipeline/*.c src/backend/*.c src/backend/cpu/*.c))
+              src/diffusion/*.c src/train/*.c src/pipeline/*.c src/backend/*.c src/backend/cpu/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 CU_SRC   := $(if $(USE_CUDA),$(sort $(wildcard src/backend/cuda/*.cu)))
@@ -120,7 +120,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
-.PHONY: all cuda test check-deps clean
+.PHONY: all cuda test bench check-deps clean
 all: sdc
 cuda: sdc
 
@@ -146,6 +146,14 @@ $(BUILD)/%.cu.o: %.cu | check-deps
 	@$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
 # The tests use the built ./sdc for the command-line cases.
+# CPU benchmarks (not tests): make bench
+BENCH_SRC := bench/unet_cpu.c
+bench: $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+$(BUILD)/bench/%: bench/%.c $(LIB_OBJ) | check-deps
+	@mkdir -p $(dir $@)
+	@echo LINK $@
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
+
 test: sdc $(BUILD)/sdc_tests
 	@$(BUILD)/sdc_tests
 

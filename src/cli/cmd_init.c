@@ -8,11 +8,13 @@
  * transformers' CLIP init for the text encoders).
  *
  * Everything goes into "<DIR>.sdc-init-<pid>" first, renamed to DIR at the
- * end, so an interrupted run never leaves a half-written model under DIR. */
+ * end, so no half-written model ever appears under DIR; a failure, SIGINT,
+ * SIGTERM or SIGHUP removes what the run wrote (SIGKILL or a crash leaves
+ * the temporary folder, never DIR). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,14 +69,6 @@ static int dir_state(const char *path) {
     closedir(d);
     return any;
 }
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-/* Removes the temporary folder this run created (and only that). */
-static void remove_tree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 static sdc_status write_text(const char *root, const char *rel, const char *text, sdc_error *err) {
     char *path = sdc_path_join(root, rel);
@@ -151,6 +145,11 @@ static sdc_status write_params(sdc_params *p, uint64_t seed, const init_dtype *d
     return s;
 }
 
+static const char *weight_file(const sdc_preset_model *m) {
+    return m->kind == SDC_PRESET_UNET || m->kind == SDC_PRESET_VAE ? "diffusion_pytorch_model.safetensors"
+                                                                   : "model.safetensors";
+}
+
 /* Builds one model component from its preset config, initialises and
  * writes it, and frees it before the next (an SDXL UNet alone is 10 GB). */
 static sdc_status init_model(const sdc_preset_model *m, uint64_t seed, const init_dtype *dt, const char *root,
@@ -165,7 +164,7 @@ static sdc_status init_model(const sdc_preset_model *m, uint64_t seed, const ini
         sdc_unet *u = calloc(1, sizeof *u);
         s = u ? sdc_unet_config_parse(cfg, what, &uc, err) : sdc_fail(err, SDC_ENOMEM, "unet: out of memory");
         if (s == SDC_OK) s = sdc_unet_build(u, &uc, m->component, err);
-        if (s == SDC_OK) s = write_params(&u->params, seed, dt, root, "diffusion_pytorch_model.safetensors", err);
+        if (s == SDC_OK) s = write_params(&u->params, seed, dt, root, weight_file(m), err);
         if (u) sdc_unet_free(u);
         free(u);
     } else if (m->kind == SDC_PRESET_VAE) {
@@ -173,7 +172,7 @@ static sdc_status init_model(const sdc_preset_model *m, uint64_t seed, const ini
         sdc_vae *v = calloc(1, sizeof *v);
         s = v ? sdc_vae_config_parse(cfg, what, &vc, err) : sdc_fail(err, SDC_ENOMEM, "vae: out of memory");
         if (s == SDC_OK) s = sdc_vae_build(v, &vc, m->component, err);
-        if (s == SDC_OK) s = write_params(&v->params, seed, dt, root, "diffusion_pytorch_model.safetensors", err);
+        if (s == SDC_OK) s = write_params(&v->params, seed, dt, root, weight_file(m), err);
         if (v) sdc_vae_free(v);
         free(v);
     } else {
@@ -181,7 +180,7 @@ static sdc_status init_model(const sdc_preset_model *m, uint64_t seed, const ini
         s = t ? sdc_clip_text_build(t, cfg, m->kind == SDC_PRESET_CLIP_TEXT_PROJ, m->component, what, err)
               : sdc_fail(err, SDC_ENOMEM, "%s: out of memory", m->component);
         if (s == SDC_OK) {
-            s = write_params(&t->params, seed, dt, root, "model.safetensors", err);
+            s = write_params(&t->params, seed, dt, root, weight_file(m), err);
             sdc_clip_text_free(t);
         }
         free(t);
@@ -192,17 +191,103 @@ static sdc_status init_model(const sdc_preset_model *m, uint64_t seed, const ini
 
 /* ---- the folder ------------------------------------------------------------------------------------------------------- */
 
-static sdc_status write_folder(const sdc_preset *p, uint64_t seed, const init_dtype *dt, const char *root,
-                               sdc_error *err) {
-    sdc_preset_file *files;
-    int nfiles;
-    SDC_TRY(sdc_preset_files(p, dt->torch, &files, &nfiles, err));
+static const char *const k_tokenizer_dirs[2] = {"tokenizer", "tokenizer_2"};
+
+/* Everything this run may create under the temporary folder, listed before
+ * it starts: each file, the atomic writer's "<file>.tmp-<pid>" beside it,
+ * the subfolders, the folder itself. Removing exactly these (unlink/rmdir,
+ * which are async-signal-safe) undoes a failed or interrupted run without
+ * touching anything else. */
+typedef struct plan {
+    char **paths; /* files first, then folders, deepest first, the root last */
+    int n, nfiles;
+} plan;
+
+static plan g_plan;
+static volatile sig_atomic_t g_armed;
+
+static void plan_free(plan *p) {
+    for (int i = 0; i < p->n; i++) free(p->paths[i]);
+    free(p->paths);
+    memset(p, 0, sizeof *p);
+}
+
+static int plan_add(plan *p, const char *root, const char *rel, const char *suffix) {
+    size_t n = strlen(root) + (rel ? strlen(rel) + 1 : 0) + strlen(suffix) + 1;
+    char *s = malloc(n);
+    if (!s) return 0;
+    snprintf(s, n, "%s%s%s%s", root, rel ? "/" : "", rel ? rel : "", suffix);
+    p->paths[p->n++] = s;
+    return 1;
+}
+
+static sdc_status plan_make(plan *pl, const sdc_preset *p, const sdc_preset_file *files, int nfiles, const char *root,
+                            sdc_error *err) {
+    memset(pl, 0, sizeof *pl);
+    char rel[256], tmpsuf[32];
+    snprintf(tmpsuf, sizeof tmpsuf, ".tmp-%ld", (long)getpid());
+    int cap = 2 * (nfiles + 4 + SDC_PRESET_MAX_MODELS) + 4 + SDC_PRESET_MAX_MODELS;
+    pl->paths = calloc((size_t)cap, sizeof *pl->paths);
+    int ok = pl->paths != NULL;
+    for (int k = 0; ok && k < 2; k++) {
+        for (int i = 0; ok && i < nfiles; i++) ok = plan_add(pl, root, files[i].path, k ? tmpsuf : "");
+        for (int t = 0; ok && t < 2; t++) {
+            if (!p->pad[t]) continue;
+            snprintf(rel, sizeof rel, "%s/vocab.json", k_tokenizer_dirs[t]);
+            ok = plan_add(pl, root, rel, k ? tmpsuf : "");
+            snprintf(rel, sizeof rel, "%s/merges.txt", k_tokenizer_dirs[t]);
+            ok = ok && plan_add(pl, root, rel, k ? tmpsuf : "");
+        }
+        for (int i = 0; ok && i < p->nmodels; i++) {
+            snprintf(rel, sizeof rel, "%s/%s", p->models[i].component, weight_file(&p->models[i]));
+            ok = plan_add(pl, root, rel, k ? tmpsuf : "");
+        }
+    }
+    pl->nfiles = pl->n;
+    ok = ok && plan_add(pl, root, "scheduler", "");
+    for (int t = 0; ok && t < 2; t++)
+        if (p->pad[t]) ok = plan_add(pl, root, k_tokenizer_dirs[t], "");
+    for (int i = 0; ok && i < p->nmodels; i++) ok = plan_add(pl, root, p->models[i].component, "");
+    ok = ok && plan_add(pl, root, NULL, "");
+    SDC_ASSERT(!ok || pl->n <= cap);
+    if (!ok) {
+        plan_free(pl);
+        return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    }
+    return SDC_OK;
+}
+
+static void plan_undo(const plan *p) {
+    for (int i = 0; i < p->n; i++) {
+        if (i < p->nfiles) unlink(p->paths[i]);
+        else rmdir(p->paths[i]);
+    }
+}
+
+static void on_signal(int sig) {
+    if (g_armed) plan_undo(&g_plan);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static const int k_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void arm(int on) {
+    g_armed = on;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on ? on_signal : SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof k_signals / sizeof *k_signals; i++) sigaction(k_signals[i], &sa, NULL);
+}
+
+static sdc_status write_folder(const sdc_preset *p, const sdc_preset_file *files, int nfiles, uint64_t seed,
+                               const init_dtype *dt, const char *root, sdc_error *err) {
     sdc_status s = SDC_OK;
     for (int i = 0; s == SDC_OK && i < nfiles; i++) s = write_text(root, files[i].path, files[i].text, err);
-    sdc_preset_files_free(files, nfiles);
     for (int i = 0; s == SDC_OK && i < 2; i++) {
         if (!p->pad[i]) continue;
-        char *dir = sdc_path_join(root, i == 0 ? "tokenizer" : "tokenizer_2");
+        char *dir = sdc_path_join(root, k_tokenizer_dirs[i]);
         s = dir ? sdc_clip_vocab_write(dir, err) : sdc_fail(err, SDC_ENOMEM, "out of memory");
         free(dir);
     }
@@ -219,49 +304,57 @@ static void sync_dir(const char *dir) {
     }
 }
 
-static int run_init(const sdc_preset *p, const char *output, uint64_t seed, const init_dtype *dt) {
-    sdc_error err = {0};
-    char *out = sdc_strdup(output);
-    if (!out) return cli_error(&(sdc_error){SDC_ENOMEM, "out of memory"});
-    for (size_t n = strlen(out); n > 1 && out[n - 1] == '/'; n--) out[n - 1] = '\0';
-    int state = dir_state(out);
-    if (state != 0) {
-        free(out);
-        sdc_fail(&err, SDC_EINVAL, "%s: %s; sdc init writes only into a new or empty folder", output,
-                 state < 0 ? "exists and is not a folder" : "exists and is not empty");
-        return cli_error(&err);
-    }
-    size_t tl = strlen(out) + 48;
-    char *tmp = malloc(tl), *parent = sdc_strdup(out);
-    if (!tmp || !parent) {
-        free(out), free(tmp), free(parent);
-        return cli_error(&(sdc_error){SDC_ENOMEM, "out of memory"});
-    }
-    snprintf(tmp, tl, "%s.sdc-init-%ld", out, (long)getpid());
+/* The folder DIR's parent ("." for a bare name); malloc'd. */
+static char *parent_of(const char *dir) {
+    char *parent = sdc_strdup(dir);
+    if (!parent) return NULL;
     char *slash = strrchr(parent, '/');
     if (slash) *(slash == parent ? slash + 1 : slash) = '\0';
     else strcpy(parent, ".");
+    return parent;
+}
 
-    printf("sdc init: %s (seed %llu, %s) -> %s\n", p->description, (unsigned long long)seed, dt->flag, out);
-    fflush(stdout);
-    sdc_status s = sdc_mkdirs(parent, &err);
-    int made_tmp = 0;
+static sdc_status run_init(const sdc_preset *p, const char *out, uint64_t seed, const init_dtype *dt,
+                           sdc_error *err) {
+    int state = dir_state(out);
+    if (state != 0)
+        return sdc_fail(err, SDC_EINVAL, "%s: %s; sdc init writes only into a new or empty folder", out,
+                        state < 0 ? "exists and is not a folder" : "exists and is not empty");
+    sdc_preset_file *files;
+    int nfiles;
+    SDC_TRY(sdc_preset_files(p, dt->torch, &files, &nfiles, err));
+    size_t tl = strlen(out) + 48;
+    char *tmp = malloc(tl), *parent = parent_of(out);
+    sdc_status s = tmp && parent ? SDC_OK : sdc_fail(err, SDC_ENOMEM, "out of memory");
     if (s == SDC_OK) {
-        if (mkdir(tmp, 0755) == 0) made_tmp = 1;
-        else s = sdc_fail(&err, SDC_EIO, "%s: cannot create directory: %s", tmp, strerror(errno));
+        snprintf(tmp, tl, "%s.sdc-init-%ld", out, (long)getpid());
+        s = plan_make(&g_plan, p, files, nfiles, tmp, err);
     }
-    if (s == SDC_OK) s = write_folder(p, seed, dt, tmp, &err);
-    /* rename(2) replaces DIR only when it is missing or an empty folder */
-    if (s == SDC_OK && rename(tmp, out) != 0)
-        s = sdc_fail(&err, SDC_EIO, "%s: cannot move the new model into place: %s", out, strerror(errno));
+    if (s == SDC_OK) {
+        printf("sdc init: %s (seed %llu, %s) -> %s\n", p->description, (unsigned long long)seed, dt->flag, out);
+        fflush(stdout);
+        s = sdc_mkdirs(parent, err);
+        if (s == SDC_OK && mkdir(tmp, 0755) != 0)
+            s = sdc_fail(err, SDC_EIO, "%s: cannot create directory: %s", tmp, strerror(errno));
+        if (s == SDC_OK) {
+            arm(1);
+            s = write_folder(p, files, nfiles, seed, dt, tmp, err);
+            /* rename(2) replaces DIR only when it is missing or an empty folder */
+            if (s == SDC_OK && rename(tmp, out) != 0)
+                s = sdc_fail(err, SDC_EIO, "%s: cannot move the new model into place: %s", out, strerror(errno));
+            if (s != SDC_OK) plan_undo(&g_plan);
+            arm(0);
+        }
+        plan_free(&g_plan);
+    }
     if (s == SDC_OK) {
         sync_dir(parent);
         printf("wrote %s\n", out);
-    } else if (made_tmp) {
-        remove_tree(tmp);
     }
-    free(out), free(tmp), free(parent);
-    return s == SDC_OK ? 0 : cli_error(&err);
+    sdc_preset_files_free(files, nfiles);
+    free(tmp);
+    free(parent);
+    return s;
 }
 
 int cmd_init(int argc, char **argv) {
@@ -289,5 +382,12 @@ int cmd_init(int argc, char **argv) {
         if (strcmp(dtype, k_dtypes[i].flag) == 0 || strcmp(dtype, k_dtypes[i].torch) == 0) dt = &k_dtypes[i];
     if (!dt) return cli_usage_error("--dtype %s: choose fp32, fp16 or bf16", dtype);
     if (!*output) return cli_usage_error("--output needs a folder name");
-    return run_init(p, output, (uint64_t)seed, dt);
+    if (seed < 0) return cli_usage_error("--seed %lld: the seed must be 0 or more", (long long)seed);
+    char *out = sdc_strdup(output);
+    if (!out) return cli_usage_error("out of memory");
+    for (size_t k = strlen(out); k > 1 && out[k - 1] == '/'; k--) out[k - 1] = '\0';
+    sdc_error err = {0};
+    sdc_status s = run_init(p, out, (uint64_t)seed, dt, &err);
+    free(out);
+    return s == SDC_OK ? 0 : cli_error(&err);
 }
