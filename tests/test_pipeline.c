@@ -21,7 +21,7 @@ static void check_pack(const char *model, const char *golden, const char *lora, 
     sdc_error err = {0};
     sdc_arena arena;
     REQUIRE_OK(sdc_arena_init(&arena, 512u << 20, &err), &err);
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena};
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL};
     char mpath[512], gpath[512], lpath[512];
     snprintf(mpath, sizeof mpath, "%s", test_data(model));
     snprintf(gpath, sizeof gpath, "%s", test_data(golden));
@@ -46,3 +46,16 @@ TEST(check_tiny_sd_pipelines) {
     check_pack("tiny-sd", "tiny-sd/golden.safetensors", "tiny-sd-lora/pytorch_lora_weights.safetensors", "pipeline", 7);
 }
 TEST(check_tiny_sdxl_all) { check_pack("tiny-sdxl", "tiny-sdxl/golden.safetensors", NULL, NULL, 29); }
+
+/* The project's own goldens (tools/make_goldens.py): an SD 2.x-style model
+ * (v_prediction DDIM, linear projections, per-block heads, upcast
+ * attention, 3 levels, 64×96 pixels, fp16 weights) with every sampler,
+ * including DDIM eta > 0 and Euler ancestral with injected noise. */
+TEST(check_tiny_sd2v_all) { check_pack("tiny-sd2v", "tiny-sd2v/golden.safetensors", NULL, NULL, 40); }
+/* Euler ancestral, Karras variants, DDIM eta and LMS on the shared packs' models. */
+TEST(check_tiny_sd_more_samplers) {
+    check_pack("tiny-sd", "tiny-sd/golden_samplers.safetensors", NULL, NULL, 6);
+}
+TEST(check_tiny_sdxl_more_samplers) {
+    check_pack("tiny-sdxl", "tiny-sdxl/golden_samplers.safetensors", NULL, NULL, 3);
+}

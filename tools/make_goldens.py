@@ -64,16 +64,21 @@ the shared packs' 4 prompts), --family (default from the folder), --compare REF
 KEYS (drop these keys from the model's scheduler config before from_config, so
 each sampler class uses its own default for them).
 
-Every sampler starts from the scheduler config loaded from the folder. The
-shared tiny-sd pack was made from a scheduler built in memory without
-timestep_spacing, so its euler and dpmpp_2m got those classes' default
-"linspace" while its scheduler_config.json (and so this script) says
-"leading"; reproduce it with --config-defaults timestep_spacing.
+Every sampler starts from the scheduler config loaded from the folder, with
+diffusers' from_config rules: a key the file does not set (listed in the
+config's _use_default_values) takes the new class's own default. So
+tests/data/tiny-sd (whose scheduler_config.json sets no timestep_spacing, like
+the config the shared golden was made from) gives "leading" to DDIM and PNDM
+but "linspace" to Euler, Euler a, DPM++ and LMS; tests/data/tiny-sdxl and
+tiny-sd2v set "leading" for all. The metadata's samplers entry records the
+effective config of each. (The copy in /work/shared/reference/tiny-sd/tiny-sd
+does set "leading"; with it, --config-defaults timestep_spacing reproduces
+the shared golden.)
 
 Examples (from the repository root):
   # reproduce the shared tiny-sd golden's outputs from its own inputs
   python3 tools/make_goldens.py tests/data/tiny-sd /tmp/sd.safetensors --seed 1 --negative --grads \\
-      --config-defaults timestep_spacing --inputs-from /work/shared/reference/tiny-sd/golden.safetensors \\
+      --inputs-from /work/shared/reference/tiny-sd/golden.safetensors \\
       --compare /work/shared/reference/tiny-sd/golden.safetensors
   # reproduce the shared tiny-sdxl golden (euler first: its image is euler's)
   python3 tools/make_goldens.py tests/data/tiny-sdxl /tmp/sdxl.safetensors --seed 3 --grads \\

@@ -35,7 +35,12 @@ lms; guidance 7.5; negative prompt "" (prompt 1); 4 steps; pipeline 64x96 px
 (height x width, non-square); unet/in/sample [2,4,8,12] with timesteps
 (999, 1); vae/in/image [1,3,32,48]. No parameter gradients (--grads off).
 
-Re-running rebuilds the same files bit for bit (same seed, same diffusers).
+Re-running rebuilds the same weight files bit for bit and the same golden
+tensors (same seed, same diffusers; the safetensors writer may order the
+golden's metadata differently).
+
+Size: the UNet is 1.47 M parameters (2.97 MB in fp16) and the VAE 0.95 M
+(1.93 MB), 4.9 MB together; --channels 32,32,32 would make 1.1 + 0.6 MB.
 """
 import argparse
 import json

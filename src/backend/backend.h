@@ -83,6 +83,37 @@ typedef struct sdc_backend {
     void (*download)(float *dst, const sdc_tensor *src);
     /* Sets every element to a value. */
     void (*fill)(sdc_tensor *out, float value);
+
+    /* ---- backward (DESIGN.md principle 3): parameter gradients accumulate
+     * (+=) into their buffers, activation gradients are assigned (=); any
+     * gradient pointer may be NULL when that gradient is not wanted. ---- */
+    /* linear: dx[M,K] = dy·w; dw[N,K] += dyᵀ·x; db[N] += Σ_rows dy */
+    void (*linear_backward)(sdc_tensor *dx, sdc_tensor *dw, sdc_tensor *db, const sdc_tensor *dy, const sdc_tensor *x,
+                            const sdc_tensor *w, int64_t M, int64_t K, int64_t N);
+    /* conv2d (as forward): dx = conv_transpose(dy, w); dw += correlation of x and dy; db += Σ dy */
+    void (*conv2d_backward)(sdc_tensor *dx, sdc_tensor *dw, sdc_tensor *db, const sdc_tensor *dy, const sdc_tensor *x,
+                            const sdc_tensor *w, int stride, int pad);
+    /* group norm (+ fused activation, as forward): recomputes the statistics
+     * from x; dx assigned, dgamma/dbeta accumulated. */
+    void (*group_norm_backward)(sdc_tensor *dx, sdc_tensor *dgamma, sdc_tensor *dbeta, const sdc_tensor *dy,
+                                const sdc_tensor *x, const sdc_tensor *gamma, const sdc_tensor *beta, int64_t B,
+                                int64_t C, int64_t S, int groups, float eps, sdc_act act);
+    void (*layer_norm_backward)(sdc_tensor *dx, sdc_tensor *dgamma, sdc_tensor *dbeta, const sdc_tensor *dy,
+                                const sdc_tensor *x, const sdc_tensor *gamma, int64_t M, int64_t C, float eps);
+    /* attention (as forward): recomputes the softmax from q and k. */
+    void (*attention_backward)(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
+                               const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v, int64_t B, int64_t Tq,
+                               int64_t Tk, int heads, int64_t head_dim, float scale, int causal);
+    /* dx = dy · act'(x) (dx may alias dy) */
+    void (*activation_backward)(sdc_tensor *dx, const sdc_tensor *dy, const sdc_tensor *x, sdc_act act);
+    /* dx [M,2F] from dy [M,F] and the GEGLU input x [M,2F] */
+    void (*geglu_backward)(sdc_tensor *dx, const sdc_tensor *dy, const sdc_tensor *x, int64_t M, int64_t F);
+    /* dv[o,c] = Σ_s dy[o,c,s] (assigned): the gradient of add_channel's v */
+    void (*channel_sum)(sdc_tensor *dv, const sdc_tensor *dy, int64_t O, int64_t C, int64_t S);
+    /* dx [B,C,H,W] = Σ over each 2×2 block of dy [B,C,2H,2W] (nearest upsampling's adjoint) */
+    void (*upsample2x_backward)(sdc_tensor *dx, const sdc_tensor *dy, int64_t B, int64_t C, int64_t H, int64_t W);
+    /* dtable[ids[i],:] += dy[i,:] (serially in i, deterministic) */
+    void (*embedding_backward)(sdc_tensor *dtable, const sdc_tensor *dy, const int32_t *ids, int64_t n, int64_t D);
 } sdc_backend;
 
 /* The CPU backend (backend/cpu/): fp32, OpenMP threads, OpenBLAS sgemm. */
@@ -91,11 +122,19 @@ const sdc_backend *sdc_cpu_backend(void);
 /* What a model runs with: a backend, its device, and the arena activations
  * come from. Modules allocate their outputs from `arena` and release their
  * temporaries with a mark/release pair around their body. */
+struct sdc_tape;
 typedef struct sdc_ctx {
     const sdc_backend *be;
     sdc_device device;
     sdc_arena *arena;
+    struct sdc_tape *tape; /* when set, ops record themselves for backward (backend/tape.h) */
 } sdc_ctx;
+
+/* Releases a module's temporaries, unless a tape is recording: backward
+ * needs them then. */
+static inline void sdc_ctx_release(sdc_ctx *c, size_t mark) {
+    if (!c->tape) sdc_arena_release(c->arena, mark);
+}
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/tape.h"
 #include "core/error.h"
 
 sdc_tensor sdc_ctx_alloc(sdc_ctx *c, int ndim, const int64_t *shape) {
@@ -38,6 +39,22 @@ static sdc_tensor out_of(sdc_ctx *c, sdc_tensor *into, int ndim, const int64_t *
 
 static int64_t last(const sdc_tensor *t) { return t->shape[t->ndim - 1]; }
 
+/* Records an op for backward when the context has a tape. */
+static void rec(sdc_ctx *c, sdc_tape_kind kind, const sdc_tensor *out, const sdc_tensor *a, const sdc_tensor *b,
+                const sdc_tensor *d, int i0, int i1, int i2, float f0, float f1) {
+    if (!c->tape) return;
+    sdc_tape_op op = {.kind = kind, .out = *out, .i0 = i0, .i1 = i1, .i2 = i2, .f0 = f0, .f1 = f1};
+    if (a) op.in[0] = *a;
+    if (b) op.in[1] = *b;
+    if (d) op.in[2] = *d;
+    sdc_tape_record(c->tape, &op);
+}
+
+/* Under a tape, an op whose backward reads its input must not overwrite it. */
+static void no_alias(const sdc_ctx *c, const sdc_tensor *out, const sdc_tensor *x) {
+    if (c->tape) SDC_ASSERT(out->data != x->data);
+}
+
 sdc_tensor sdc_op_linear(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, const sdc_tensor *w, const sdc_tensor *b) {
     SDC_ASSERT(w->ndim == 2 && last(x) == w->shape[1]);
     int64_t K = w->shape[1], N = w->shape[0], M = sdc_tensor_numel(x) / K;
@@ -47,6 +64,7 @@ sdc_tensor sdc_op_linear(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, cons
     shape[x->ndim - 1] = N;
     sdc_tensor out = out_of(c, into, x->ndim, shape);
     c->be->linear(&out, x, w, b, M, K, N);
+    rec(c, SDC_TAPE_LINEAR, &out, x, w, b, 0, 0, 0, 0, 0);
     return out;
 }
 
@@ -58,6 +76,7 @@ sdc_tensor sdc_op_conv2d(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, cons
     if (b) SDC_ASSERT(sdc_tensor_numel(b) == w->shape[0]);
     sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(x->shape[0], w->shape[0], Ho, Wo));
     c->be->conv2d(&out, x, w, b, stride, pad);
+    rec(c, SDC_TAPE_CONV2D, &out, x, w, b, stride, pad, 0, 0, 0);
     return out;
 }
 
@@ -67,7 +86,9 @@ sdc_tensor sdc_op_group_norm(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, 
     int64_t B = x->shape[0], C = x->shape[1], S = sdc_tensor_numel(x) / (B * C);
     SDC_ASSERT(sdc_tensor_numel(gamma) == C && sdc_tensor_numel(beta) == C);
     sdc_tensor out = out_of(c, into, x->ndim, x->shape);
+    no_alias(c, &out, x);
     c->be->group_norm(&out, x, gamma, beta, B, C, S, groups, eps, act);
+    rec(c, SDC_TAPE_GROUP_NORM, &out, x, gamma, beta, groups, (int)act, 0, eps, 0);
     return out;
 }
 
@@ -76,7 +97,9 @@ sdc_tensor sdc_op_layer_norm(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, 
     int64_t C = last(x), M = sdc_tensor_numel(x) / C;
     SDC_ASSERT(sdc_tensor_numel(gamma) == C && sdc_tensor_numel(beta) == C);
     sdc_tensor out = out_of(c, into, x->ndim, x->shape);
+    no_alias(c, &out, x);
     c->be->layer_norm(&out, x, gamma, beta, M, C, eps);
+    rec(c, SDC_TAPE_LAYER_NORM, &out, x, gamma, beta, 0, 0, 0, eps, 0);
     return out;
 }
 
@@ -87,12 +110,15 @@ sdc_tensor sdc_op_attention(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *q, c
     SDC_ASSERT(q->shape[2] % heads == 0);
     sdc_tensor out = out_of(c, into, 3, q->shape);
     c->be->attention(&out, q, k, v, q->shape[0], q->shape[1], k->shape[1], heads, q->shape[2] / heads, scale, causal);
+    rec(c, SDC_TAPE_ATTENTION, &out, q, k, v, heads, causal, 0, scale, 0);
     return out;
 }
 
 sdc_tensor sdc_op_act(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, sdc_act act) {
     sdc_tensor out = out_of(c, into, x->ndim, x->shape);
+    no_alias(c, &out, x);
     c->be->activation(&out, x, act);
+    rec(c, SDC_TAPE_ACT, &out, x, NULL, NULL, (int)act, 0, 0, 0, 0);
     return out;
 }
 
@@ -103,7 +129,9 @@ sdc_tensor sdc_op_geglu(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x) {
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = F;
     sdc_tensor out = out_of(c, into, x->ndim, shape);
+    no_alias(c, &out, x);
     c->be->geglu(&out, x, M, F);
+    rec(c, SDC_TAPE_GEGLU, &out, x, NULL, NULL, 0, 0, 0, 0, 0);
     return out;
 }
 
@@ -112,6 +140,7 @@ sdc_tensor sdc_op_axpby(sdc_ctx *c, sdc_tensor *into, float alpha, const sdc_ten
     if (b) SDC_ASSERT(sdc_tensor_numel(a) == sdc_tensor_numel(b));
     sdc_tensor out = out_of(c, into, a->ndim, a->shape);
     c->be->axpby(&out, alpha, a, beta, b);
+    rec(c, SDC_TAPE_AXPBY, &out, a, b, NULL, 0, 0, 0, alpha, beta);
     return out;
 }
 
@@ -129,6 +158,7 @@ sdc_tensor sdc_op_add_channel(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x,
     SDC_ASSERT(sdc_tensor_numel(v) == O * C);
     sdc_tensor out = out_of(c, into, x->ndim, x->shape);
     c->be->add_channel(&out, x, v, O, C, S);
+    rec(c, SDC_TAPE_ADD_CHANNEL, &out, x, v, NULL, 0, 0, 0, 0, 0);
     return out;
 }
 
@@ -141,6 +171,7 @@ sdc_tensor sdc_op_concat1(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *a, con
     shape[1] = Ca + Cb;
     sdc_tensor out = out_of(c, into, a->ndim, shape);
     c->be->concat(&out, a, b, O, Ca, Cb, S);
+    rec(c, SDC_TAPE_CONCAT1, &out, a, b, NULL, 0, 0, 0, 0, 0);
     return out;
 }
 
@@ -152,6 +183,7 @@ sdc_tensor sdc_op_slice1(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int6
     shape[1] = n;
     sdc_tensor out = out_of(c, into, x->ndim, shape);
     c->be->slice(&out, x, O, C, S, c0, n);
+    rec(c, SDC_TAPE_SLICE1, &out, x, NULL, NULL, (int)c0, 0, 0, 0, 0);
     return out;
 }
 
@@ -160,6 +192,7 @@ sdc_tensor sdc_op_to_tokens(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x) {
     int64_t B = x->shape[0], C = x->shape[1], S = x->shape[2] * x->shape[3];
     sdc_tensor out = out_of(c, into, 3, SDC_SHAPE(B, S, C));
     c->be->transpose(&out, x, B, C, S);
+    rec(c, SDC_TAPE_TO_TOKENS, &out, x, NULL, NULL, 0, 0, 0, 0, 0);
     return out;
 }
 
@@ -168,11 +201,13 @@ sdc_tensor sdc_op_from_tokens(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x,
     int64_t B = x->shape[0], C = x->shape[2];
     sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(B, C, H, W));
     c->be->transpose(&out, x, B, H * W, C);
+    rec(c, SDC_TAPE_FROM_TOKENS, &out, x, NULL, NULL, 0, 0, 0, 0, 0);
     return out;
 }
 
 sdc_tensor sdc_op_pad2d(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int top, int bottom, int left, int right) {
     SDC_ASSERT(x->ndim == 4 && top >= 0 && bottom >= 0 && left >= 0 && right >= 0);
+    SDC_ASSERT(!c->tape); /* no backward: only the (frozen) VAE encoder pads */
     int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(B, C, H + top + bottom, W + left + right));
     c->be->pad2d(&out, x, B, C, H, W, top, bottom, left, right);
@@ -184,6 +219,7 @@ sdc_tensor sdc_op_upsample2x(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x) 
     int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(B, C, 2 * H, 2 * W));
     c->be->upsample2x(&out, x, B, C, H, W);
+    rec(c, SDC_TAPE_UPSAMPLE2X, &out, x, NULL, NULL, 0, 0, 0, 0, 0);
     return out;
 }
 
@@ -192,6 +228,10 @@ sdc_tensor sdc_op_embedding(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *tabl
     for (int64_t i = 0; i < n; i++) SDC_ASSERT(ids[i] >= 0 && ids[i] < table->shape[0]);
     sdc_tensor out = out_of(c, into, 2, SDC_SHAPE(n, table->shape[1]));
     c->be->embedding(&out, table, ids, n, table->shape[1]);
+    if (c->tape) {
+        sdc_tape_op op = {.kind = SDC_TAPE_EMBEDDING, .out = out, .in = {*table}, .ids = ids, .n = n};
+        sdc_tape_record(c->tape, &op); /* the tape copies ids */
+    }
     return out;
 }
 

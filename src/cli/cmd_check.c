@@ -42,7 +42,7 @@ int cmd_check(int argc, char **argv) {
     sdc_error err = {0};
     sdc_arena arena;
     if (sdc_arena_init(&arena, (size_t)(arena_mb > 0 ? arena_mb : 4096) << 20, &err) != SDC_OK) return cli_error(&err);
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena};
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL};
     sdc_check_opts o = {.tolerance = tol, .lora = lora, .only = only, .report = report};
     sdc_check_summary sum;
     printf("checking %s against %s (tolerance %g)\n", model, golden, tol);

@@ -223,7 +223,7 @@ int cmd_generate(int argc, char **argv) {
         free(init);
         return cli_error(&err);
     }
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena};
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL};
     sdc_progress prog;
     sdc_progress_begin(&prog, "generate", o.steps);
     o.on_step = on_step;

@@ -143,28 +143,29 @@ static sdc_tensor rows(const sdc_tensor *t, int64_t r0, int64_t n) {
     return v;
 }
 
-/* CLIPEncoderLayer, in place on the residual stream x [B,T,D]:
- *   x += out_proj(softmax(q·kᵀ/√d + causal)·v),  q,k,v = *_proj(layer_norm1(x))
- *   x += fc2(act(fc1(layer_norm2(x)))) */
-static void layer_forward(sdc_ctx *c, const sdc_clip_text *m, const sdc_clip_layer *ly, sdc_tensor *x) {
+/* CLIPEncoderLayer on the residual stream x [B,T,D], into a new tensor (x
+ * is read by layer_norm1's backward, so it is never overwritten):
+ *   x1 = x + out_proj(softmax(q·kᵀ/√d + causal)·v),  q,k,v = *_proj(layer_norm1(x))
+ *   out = x1 + fc2(act(fc1(layer_norm2(x1)))) */
+static sdc_tensor layer_forward(sdc_ctx *c, const sdc_clip_text *m, const sdc_clip_layer *ly, const sdc_tensor *x) {
     const int heads = (int)m->cfg.num_attention_heads;
     const float scale = 1.0f / sqrtf((float)(m->cfg.hidden_size / heads));
+    sdc_tensor out = sdc_ctx_alloc(c, x->ndim, x->shape);
     size_t mark = sdc_arena_mark(c->arena);
     sdc_tensor h = sdc_layer_norm_forward(c, NULL, &ly->layer_norm1, x);
     sdc_tensor q = sdc_linear_forward(c, NULL, &ly->q_proj, &h);
     sdc_tensor k = sdc_linear_forward(c, NULL, &ly->k_proj, &h);
     sdc_tensor v = sdc_linear_forward(c, NULL, &ly->v_proj, &h);
     sdc_tensor a = sdc_op_attention(c, NULL, &q, &k, &v, heads, scale, 1);
-    sdc_linear_forward(c, &h, &ly->out_proj, &a); /* h is dead: reuse it */
-    sdc_op_add(c, x, x, &h);
-    sdc_arena_release(c->arena, mark);
-
-    h = sdc_layer_norm_forward(c, NULL, &ly->layer_norm2, x);
-    sdc_tensor f = sdc_linear_forward(c, NULL, &ly->fc1, &h);
-    sdc_op_act(c, &f, &f, m->act);
-    sdc_linear_forward(c, &h, &ly->fc2, &f);
-    sdc_op_add(c, x, x, &h);
-    sdc_arena_release(c->arena, mark);
+    sdc_tensor o = sdc_linear_forward(c, NULL, &ly->out_proj, &a);
+    sdc_tensor x1 = sdc_op_add(c, NULL, x, &o);
+    sdc_tensor h2 = sdc_layer_norm_forward(c, NULL, &ly->layer_norm2, &x1);
+    sdc_tensor f = sdc_linear_forward(c, NULL, &ly->fc1, &h2);
+    sdc_tensor fa = sdc_op_act(c, NULL, &f, m->act);
+    sdc_tensor o2 = sdc_linear_forward(c, NULL, &ly->fc2, &fa);
+    sdc_op_add(c, &out, &x1, &o2);
+    sdc_ctx_release(c, mark);
+    return out;
 }
 
 /* Where row `ids` (T tokens) is pooled. Configs from before transformers PR
@@ -212,7 +213,7 @@ void sdc_clip_text_forward(sdc_ctx *c, const sdc_clip_text *m, const int32_t *id
     }
     if (want == 0) sdc_op_scale(c, &out->hidden, &x, 1.0f);
     for (int64_t l = 0; l < L; l++) {
-        layer_forward(c, m, &m->layers[l], &x);
+        x = layer_forward(c, m, &m->layers[l], &x);
         if (want == l + 1) sdc_op_scale(c, &out->hidden, &x, 1.0f);
     }
     sdc_layer_norm_forward(c, &out->last_hidden, &m->final_layer_norm, &x);
@@ -231,5 +232,5 @@ void sdc_clip_text_forward(sdc_ctx *c, const sdc_clip_text *m, const int32_t *id
         sdc_op_embedding(c, &dst, &table, at, n);
     }
     if (cfg->with_projection) sdc_linear_forward(c, &out->text_embeds, &m->text_projection, &out->pooled);
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
 }

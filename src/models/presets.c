@@ -575,7 +575,8 @@ static const char k_tiny_vae[] = /* vae/config.json */
 
 /* ---- the table ----------------------------------------------------------------------------------------------- */
 
-#define CLIP_L "<|endoftext|>"
+/* pad tokens: CLIP-L tokenizers pad with <|endoftext|>, OpenCLIP ones with "!" */
+#define PAD_EOT "<|endoftext|>"
 
 static const sdc_preset k_presets[] = {
     {"sd15", "Stable Diffusion 1.5 (runwayml/stable-diffusion-v1-5): 860M UNet, CLIP ViT-L/14", k_sd15_model_index,
@@ -583,7 +584,7 @@ static const sdc_preset k_presets[] = {
      {{"text_encoder", SDC_PRESET_CLIP_TEXT, k_sd15_text_encoder},
       {"unet", SDC_PRESET_UNET, k_sd15_unet},
       {"vae", SDC_PRESET_VAE, k_sd15_vae}},
-     {CLIP_L, NULL}},
+     {PAD_EOT, NULL}},
     {"sd21", "Stable Diffusion 2.1 (stabilityai/stable-diffusion-2-1): v-prediction, OpenCLIP-H", k_sd21_model_index,
      k_sd21_scheduler, 3,
      {{"text_encoder", SDC_PRESET_CLIP_TEXT, k_sd21_text_encoder},
@@ -596,12 +597,12 @@ static const sdc_preset k_presets[] = {
       {"text_encoder_2", SDC_PRESET_CLIP_TEXT_PROJ, k_sdxl_text_encoder_2},
       {"unet", SDC_PRESET_UNET, k_sdxl_unet},
       {"vae", SDC_PRESET_VAE, k_sdxl_vae}},
-     {CLIP_L, "!"}},
+     {PAD_EOT, "!"}},
     {"tiny", "a tiny SD1-style model for tests (tests/data/tiny-sd's configs)", k_tiny_model_index, k_tiny_scheduler, 3,
      {{"text_encoder", SDC_PRESET_CLIP_TEXT, k_tiny_text_encoder},
       {"unet", SDC_PRESET_UNET, k_tiny_unet},
       {"vae", SDC_PRESET_VAE, k_tiny_vae}},
-     {CLIP_L, NULL}},
+     {PAD_EOT, NULL}},
 };
 #define NPRESETS (int)(sizeof k_presets / sizeof k_presets[0])
 

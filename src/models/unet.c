@@ -168,8 +168,8 @@ static sdc_tensor time_embedding(sdc_ctx *c, const sdc_unet *u, const sdc_unet_c
     sdc_tensor e = sdc_op_upload(c, NULL, 2, SDC_SHAPE(B, D), host);
     free(host);
     sdc_tensor h = sdc_linear_forward(c, NULL, &u->time_linear_1, &e);
-    sdc_op_act(c, &h, &h, SDC_ACT_SILU);
-    sdc_linear_forward(c, &temb, &u->time_linear_2, &h);
+    sdc_tensor hs = sdc_op_act(c, NULL, &h, SDC_ACT_SILU);
+    sdc_linear_forward(c, &temb, &u->time_linear_2, &hs);
     if (cfg->text_time) {
         /* SDXL: add_embedding(concat(text_embeds, sinusoid(time_ids) flattened)) */
         int64_t A = cfg->addition_time_embed_dim, nt = cond->n_time_ids, P = cond->text_embeds->shape[1];
@@ -181,11 +181,11 @@ static sdc_tensor time_embedding(sdc_ctx *c, const sdc_unet *u, const sdc_unet_c
         free(te);
         sdc_tensor cat = sdc_op_concat1(c, NULL, cond->text_embeds, &tt);
         sdc_tensor a = sdc_linear_forward(c, NULL, &u->add_linear_1, &cat);
-        sdc_op_act(c, &a, &a, SDC_ACT_SILU);
-        sdc_tensor a2 = sdc_linear_forward(c, NULL, &u->add_linear_2, &a);
+        sdc_tensor as = sdc_op_act(c, NULL, &a, SDC_ACT_SILU);
+        sdc_tensor a2 = sdc_linear_forward(c, NULL, &u->add_linear_2, &as);
         sdc_op_add(c, &temb, &temb, &a2);
     }
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
     return temb;
 }
 
@@ -238,6 +238,6 @@ sdc_tensor sdc_unet_forward(sdc_ctx *c, sdc_tensor *into, const sdc_unet *u, con
     }
     sdc_tensor n = sdc_group_norm_forward(c, NULL, &u->conv_norm_out, &h, SDC_ACT_SILU);
     sdc_conv2d_forward(c, &out, &u->conv_out, &n);
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
     return out;
 }

@@ -90,10 +90,10 @@ static sdc_tensor mid_forward(sdc_ctx *c, const sdc_vae_mid *m, const sdc_tensor
         sdc_tensor t = sdc_op_to_tokens(c, NULL, &n);
         sdc_tensor a = sdc_attention_forward(c, NULL, &m->attn, &t, NULL);
         sdc_tensor s = sdc_op_from_tokens(c, NULL, &a, h.shape[2], h.shape[3]);
-        sdc_op_add(c, &h, &h, &s);
+        h = sdc_op_add(c, NULL, &h, &s);
     }
     sdc_resnet_forward(c, &out, &m->res[1], &h, NULL);
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
     return out;
 }
 
@@ -220,7 +220,7 @@ static sdc_tensor level_forward(sdc_ctx *c, const sdc_vae_level *l, const sdc_te
         sdc_tensor up = sdc_op_upsample2x(c, NULL, &h);
         sdc_conv2d_forward(c, &out, &l->sampler, &up);
     }
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
     return out;
 }
 
@@ -239,7 +239,7 @@ void sdc_vae_encode(sdc_ctx *c, const sdc_vae *v, const sdc_tensor *image, sdc_t
     if (cfg->use_quant_conv) x = sdc_conv2d_forward(c, NULL, &v->quant_conv, &x);
     sdc_op_slice1(c, mean, &x, 0, Z);
     sdc_op_slice1(c, logvar, &x, Z, Z);
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
     /* clamp(logvar, −30, 20), on the host: the tensor is small */
     size_t n = (size_t)sdc_tensor_numel(logvar);
     float *buf = malloc(n * sizeof *buf);
@@ -262,6 +262,6 @@ sdc_tensor sdc_vae_decode(sdc_ctx *c, sdc_tensor *into, const sdc_vae *v, const 
     for (int i = 0; i < cfg->levels; i++) x = level_forward(c, &v->dec[i], &x, 0);
     x = sdc_group_norm_forward(c, NULL, &v->dec_norm_out, &x, SDC_ACT_SILU);
     sdc_conv2d_forward(c, &out, &v->dec_conv_out, &x);
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
     return out;
 }

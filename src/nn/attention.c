@@ -30,6 +30,6 @@ sdc_tensor sdc_attention_forward(sdc_ctx *c, sdc_tensor *into, const sdc_attenti
     /* softmax(q·kᵀ/√d)·v per head */
     sdc_tensor h = sdc_op_attention(c, NULL, &q, &k, &v, a->heads, 1.0f / sqrtf((float)a->dim_head), 0);
     sdc_linear_forward(c, &out, &a->to_out, &h);
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
     return out;
 }

@@ -23,6 +23,7 @@ void sdc_params_free(sdc_params *p) {
     free(p->items);
     sdc_strmap_free(&p->index);
     free(p->data);
+    free(p->grad);
     free(p->component);
     memset(p, 0, sizeof *p);
 }
@@ -83,6 +84,16 @@ sdc_status sdc_params_alloc(sdc_params *p, sdc_error *err) {
                         (double)p->total * 4.0 / (1 << 20));
     memset(p->data, 0, p->total * sizeof(float));
     for (size_t i = 0; i < p->count; i++) p->items[i].slot->data = p->data + p->items[i].offset;
+    return SDC_OK;
+}
+
+sdc_status sdc_params_alloc_grad(sdc_params *p, sdc_error *err) {
+    free(p->grad);
+    p->grad = aligned_alloc(64, (p->total ? p->total : 16) * sizeof(float));
+    if (!p->grad)
+        return sdc_fail(err, SDC_ENOMEM, "%s: cannot allocate %.1f MiB of gradients", p->component,
+                        (double)p->total * 4.0 / (1 << 20));
+    memset(p->grad, 0, p->total * sizeof(float));
     return SDC_OK;
 }
 

@@ -63,6 +63,7 @@ typedef struct sdc_params {
     sdc_strmap index; /* name -> item */
     size_t total;     /* elements */
     float *data;      /* one buffer of `total` fp32 elements (host) */
+    float *grad;      /* gradients, same layout (sdc_params_alloc_grad), or NULL */
     sdc_status status; /* first declaration error (duplicate name, no memory) */
     sdc_error err;
 } sdc_params;
@@ -79,6 +80,8 @@ void sdc_params_declare(sdc_params *p, sdc_tensor *slot, sdc_init init, int ndim
 /* Allocates the buffer (zeroed) and binds every slot to it. */
 sdc_status sdc_params_alloc(sdc_params *p, sdc_error *err);
 sdc_param *sdc_params_find(const sdc_params *p, const char *name);
+/* A zeroed gradient buffer with the parameters' layout (p->grad). */
+sdc_status sdc_params_alloc_grad(sdc_params *p, sdc_error *err);
 /* snprintf for parameter names; a name that does not fit is a bug (asserted). */
 char *sdc_pname(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -46,6 +46,6 @@ sdc_tensor sdc_resnet_forward(sdc_ctx *c, sdc_tensor *into, const sdc_resnet *r,
     } else {
         sdc_op_axpby(c, &out, 1.0f / r->output_scale, x, 1.0f / r->output_scale, &h3);
     }
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
     return out;
 }

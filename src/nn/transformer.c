@@ -25,21 +25,26 @@ static void block_declare(sdc_params *p, sdc_transformer_block *b, int64_t dim, 
     sdc_linear_declare(p, &b->ff_out, 4 * dim, dim, 1, buf);
 }
 
-/* x [B,T,dim] updated in place. */
-static void block_forward(sdc_ctx *c, const sdc_transformer_block *b, sdc_tensor *x, const sdc_tensor *context) {
+/* x [B,T,dim] → a new tensor. The residual sums get their own buffers too:
+ * the norms' backward reads x, so x must not be overwritten while a tape
+ * records. */
+static sdc_tensor block_forward(sdc_ctx *c, const sdc_transformer_block *b, const sdc_tensor *x,
+                                const sdc_tensor *context) {
+    sdc_tensor out = sdc_ctx_alloc(c, x->ndim, x->shape);
     size_t mark = sdc_arena_mark(c->arena);
-    sdc_tensor n = sdc_layer_norm_forward(c, NULL, &b->norm1, x);
-    sdc_tensor a = sdc_attention_forward(c, NULL, &b->attn1, &n, b->only_cross ? context : NULL);
-    sdc_op_add(c, x, x, &a);
-    sdc_layer_norm_forward(c, &n, &b->norm2, x);
-    sdc_attention_forward(c, &a, &b->attn2, &n, context);
-    sdc_op_add(c, x, x, &a);
-    sdc_layer_norm_forward(c, &n, &b->norm3, x);
-    sdc_tensor f = sdc_linear_forward(c, NULL, &b->ff_in, &n);
+    sdc_tensor n1 = sdc_layer_norm_forward(c, NULL, &b->norm1, x);
+    sdc_tensor a1 = sdc_attention_forward(c, NULL, &b->attn1, &n1, b->only_cross ? context : NULL);
+    sdc_tensor x1 = sdc_op_add(c, NULL, x, &a1);
+    sdc_tensor n2 = sdc_layer_norm_forward(c, NULL, &b->norm2, &x1);
+    sdc_tensor a2 = sdc_attention_forward(c, NULL, &b->attn2, &n2, context);
+    sdc_tensor x2 = sdc_op_add(c, NULL, &x1, &a2);
+    sdc_tensor n3 = sdc_layer_norm_forward(c, NULL, &b->norm3, &x2);
+    sdc_tensor f = sdc_linear_forward(c, NULL, &b->ff_in, &n3);
     sdc_tensor g = sdc_op_geglu(c, NULL, &f);
-    sdc_linear_forward(c, &a, &b->ff_out, &g);
-    sdc_op_add(c, x, x, &a);
-    sdc_arena_release(c->arena, mark);
+    sdc_tensor o = sdc_linear_forward(c, NULL, &b->ff_out, &g);
+    sdc_op_add(c, &out, &x2, &o);
+    sdc_ctx_release(c, mark);
+    return out;
 }
 
 void sdc_transformer2d_declare(sdc_params *p, sdc_transformer2d *t, sdc_transformer_block *blocks,
@@ -83,7 +88,7 @@ sdc_tensor sdc_transformer2d_forward(sdc_ctx *c, sdc_tensor *into, const sdc_tra
         sdc_tensor s = sdc_conv2d_forward(c, NULL, &t->proj_in_conv, &h);
         tok = sdc_op_to_tokens(c, NULL, &s);
     }
-    for (int i = 0; i < t->nblocks; i++) block_forward(c, &t->blocks[i], &tok, context);
+    for (int i = 0; i < t->nblocks; i++) tok = block_forward(c, &t->blocks[i], &tok, context);
     sdc_tensor y;
     if (t->linear_proj) {
         sdc_tensor s = sdc_linear_forward(c, NULL, &t->proj_out, &tok);
@@ -93,6 +98,6 @@ sdc_tensor sdc_transformer2d_forward(sdc_ctx *c, sdc_tensor *into, const sdc_tra
         y = sdc_conv2d_forward(c, NULL, &t->proj_out_conv, &s);
     }
     sdc_op_add(c, &out, &y, x);
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
     return out;
 }

@@ -46,7 +46,7 @@ sdc_status sdc_encode_prompt(sdc_ctx *c, const sdc_sd *sd, const char *prompt, i
             sdc_layer_norm_forward(c, context, &sd->te[0]->final_layer_norm, &o.hidden);
         else
             sdc_op_axpby(c, context, 1.0f, &o.last_hidden, 0.0f, NULL);
-        sdc_arena_release(c->arena, mark);
+        sdc_ctx_release(c, mark);
         return SDC_OK;
     }
     /* SDXL: both encoders' hidden_states[−(k+2)] concatenated on the feature
@@ -64,7 +64,7 @@ sdc_status sdc_encode_prompt(sdc_ctx *c, const sdc_sd *sd, const char *prompt, i
     sdc_op_concat1(c, &cat, &a, &b);
     sdc_tensor te = sdc_reshape(&o1.text_embeds, 1, P);
     sdc_op_axpby(c, pooled, 1.0f, &te, 0.0f, NULL);
-    sdc_arena_release(c->arena, mark);
+    sdc_ctx_release(c, mark);
     return SDC_OK;
 }
 
@@ -204,7 +204,7 @@ sdc_status sdc_txt2img(sdc_ctx *c, const sdc_sd *sd, const sdc_txt2img_opts *o, 
         sdc_tensor xin = sdc_op_upload(c, NULL, 4, SDC_SHAPE(NB, C, h, w), in);
         sdc_tensor y = sdc_unet_forward(c, NULL, sd->unet, &xin, &cond);
         sdc_op_download(c, pred, &y);
-        sdc_arena_release(c->arena, mark);
+        sdc_ctx_release(c, mark);
         if (cfg_on) {
             /* ε = ε_uncond + g·(ε_cond − ε_uncond) */
             const float g = (float)o->guidance;
@@ -233,7 +233,7 @@ sdc_status sdc_txt2img(sdc_ctx *c, const sdc_sd *sd, const sdc_txt2img_opts *o, 
         sdc_tensor img = sdc_vae_decode(c, NULL, sd->vae, &zt);
         out->images = to_host(c, &img);
         for (int k = 0; k < 4; k++) out->image_shape[k] = img.shape[k];
-        sdc_arena_release(c->arena, mark);
+        sdc_ctx_release(c, mark);
         if (!out->images) st = sdc_fail(err, SDC_ENOMEM, "out of memory");
     }
 

@@ -51,18 +51,18 @@ typedef struct adamw_coefs {
     float eps;
 } adamw_coefs;
 
-/* One block of elements. On x86-64 a second copy is built for CPUs with
- * AVX2+FMA (chosen at load time), where fmaf is one instruction and the loop
- * vectorises; the result is the same, since fmaf rounds once either way.
- * no-math-errno lets sqrtf vectorise: v ≥ 0, so it never sets errno anyway. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("arch=x86-64-v3", "default"), optimize("no-math-errno")))
+/* One block of elements. On x86-64 with glibc (ifunc) a second copy is built
+ * for CPUs with AVX2+FMA, chosen at load time, where fmaf is one instruction
+ * instead of a libm call (twice as fast); the result is the same, since fmaf
+ * rounds once either way. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 static void adamw_block(const adamw_coefs *k, float *restrict p, const float *restrict g, float *restrict m,
                         float *restrict v, size_t n) {
     const float decay = k->decay, w = k->lerp_w, b2 = k->b2, w2 = k->w2, ns = k->neg_step, bs = k->bc2_sqrt,
                 eps = k->eps;
-    /* the loop twice, one per lerp formula, so that each has no branch and vectorises */
+    /* the loop twice, one per lerp formula, so that neither branches per element */
 #define ADAMW_LOOP(BASE)                                                                                  \
     for (size_t i = 0; i < n; i++) {                                                                      \
         float pi = p[i] * decay, gi = g[i];                                                               \

@@ -21,6 +21,16 @@ static const sdc_backend g_cpu = {
     .upload = sdc_cpu_upload,
     .download = sdc_cpu_download,
     .fill = sdc_cpu_fill,
+    .linear_backward = sdc_cpu_linear_backward,
+    .conv2d_backward = sdc_cpu_conv2d_backward,
+    .group_norm_backward = sdc_cpu_group_norm_backward,
+    .layer_norm_backward = sdc_cpu_layer_norm_backward,
+    .attention_backward = sdc_cpu_attention_backward,
+    .activation_backward = sdc_cpu_activation_backward,
+    .geglu_backward = sdc_cpu_geglu_backward,
+    .channel_sum = sdc_cpu_channel_sum,
+    .upsample2x_backward = sdc_cpu_upsample2x_backward,
+    .embedding_backward = sdc_cpu_embedding_backward,
 };
 
 const sdc_backend *sdc_cpu_backend(void) { return &g_cpu; }

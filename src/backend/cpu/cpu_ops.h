@@ -159,6 +159,40 @@ SDC_CPU_INLINE float cpu_act1(float x, sdc_act act) {
 /* In place over n values, vectorized per activation. */
 void sdc_cpu_act_inplace(float *y, int64_t n, sdc_act act);
 
+/* act'(x), the derivatives of cpu_act1 (s = the sigmoid each one uses):
+ *   silu:       σ(x)·(1 + x·(1 − σ(x)))
+ *   gelu:       Φ(x) + x·φ(x),  φ(x) = e^{−x²/2}/√(2π)
+ *   gelu_tanh:  with s = σ(2u), u = c·(x + 0.044715·x³), c = √(2/π):
+ *               y = x·s, so y' = s + x·2s(1−s)·u' and u' = c·(1 + 3·0.044715·x²)
+ *   quick_gelu: s + 1.702·x·s·(1 − s),  s = σ(1.702·x) */
+SDC_CPU_INLINE float cpu_act_grad1(float x, sdc_act act) {
+    switch (act) {
+    case SDC_ACT_SILU: {
+        float s = cpu_sigmoidf(x);
+        return s * (1.0f + x * (1.0f - s));
+    }
+    case SDC_ACT_GELU: return cpu_phif(x) + x * 0.39894228040143268f * cpu_expf(-0.5f * x * x);
+    case SDC_ACT_GELU_TANH: {
+        float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
+        float s = cpu_sigmoidf(2.0f * u);
+        return s + 2.0f * x * s * (1.0f - s) * 0.79788456080286536f * (1.0f + 0.134145f * x * x);
+    }
+    case SDC_ACT_QUICK_GELU: {
+        float s = cpu_sigmoidf(1.702f * x);
+        return s + 1.702f * x * s * (1.0f - s);
+    }
+    case SDC_ACT_NONE: break;
+    }
+    return 1.0f;
+}
+/* d[i] = dy[i]·act'(x[i]) over n values (d may alias dy), vectorized per
+ * activation (cpu_backward_eltwise.c). */
+void sdc_cpu_act_grad(float *d, const float *dy, const float *x, int64_t n, sdc_act act);
+/* out[j] += Σ_r y[r·N + j] over rows r in [0, M): column sums summed in
+ * double, rows in order; threads own column blocks, so the result does not
+ * depend on the thread count (cpu_backward_eltwise.c). */
+void sdc_cpu_col_sums_acc(float *out, const float *y, int64_t M, int64_t N);
+
 /* The ops (semantics in backend.h). */
 void sdc_cpu_linear(sdc_tensor *out, const sdc_tensor *x, const sdc_tensor *w, const sdc_tensor *bias, int64_t M,
                     int64_t K, int64_t N);
@@ -185,5 +219,24 @@ void sdc_cpu_embedding(sdc_tensor *out, const sdc_tensor *table, const int32_t *
 void sdc_cpu_upload(sdc_tensor *dst, const float *src);
 void sdc_cpu_download(float *dst, const sdc_tensor *src);
 void sdc_cpu_fill(sdc_tensor *out, float value);
+
+/* Backward ops (semantics in backend.h; files cpu_backward_*.c). */
+void sdc_cpu_linear_backward(sdc_tensor *dx, sdc_tensor *dw, sdc_tensor *db, const sdc_tensor *dy,
+                             const sdc_tensor *x, const sdc_tensor *w, int64_t M, int64_t K, int64_t N);
+void sdc_cpu_conv2d_backward(sdc_tensor *dx, sdc_tensor *dw, sdc_tensor *db, const sdc_tensor *dy,
+                             const sdc_tensor *x, const sdc_tensor *w, int stride, int pad);
+void sdc_cpu_group_norm_backward(sdc_tensor *dx, sdc_tensor *dgamma, sdc_tensor *dbeta, const sdc_tensor *dy,
+                                 const sdc_tensor *x, const sdc_tensor *gamma, const sdc_tensor *beta, int64_t B,
+                                 int64_t C, int64_t S, int groups, float eps, sdc_act act);
+void sdc_cpu_layer_norm_backward(sdc_tensor *dx, sdc_tensor *dgamma, sdc_tensor *dbeta, const sdc_tensor *dy,
+                                 const sdc_tensor *x, const sdc_tensor *gamma, int64_t M, int64_t C, float eps);
+void sdc_cpu_attention_backward(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
+                                const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v, int64_t B, int64_t Tq,
+                                int64_t Tk, int heads, int64_t head_dim, float scale, int causal);
+void sdc_cpu_activation_backward(sdc_tensor *dx, const sdc_tensor *dy, const sdc_tensor *x, sdc_act act);
+void sdc_cpu_geglu_backward(sdc_tensor *dx, const sdc_tensor *dy, const sdc_tensor *x, int64_t M, int64_t F);
+void sdc_cpu_channel_sum(sdc_tensor *dv, const sdc_tensor *dy, int64_t O, int64_t C, int64_t S);
+void sdc_cpu_upsample2x_backward(sdc_tensor *dx, const sdc_tensor *dy, int64_t B, int64_t C, int64_t H, int64_t W);
+void sdc_cpu_embedding_backward(sdc_tensor *dtable, const sdc_tensor *dy, const int32_t *ids, int64_t n, int64_t D);
 
 #endif

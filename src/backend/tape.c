@@ -1,0 +1,242 @@
+#include "backend/tape.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/ops.h"
+#include "backend/ops_backward.h"
+
+sdc_status sdc_tape_init(sdc_tape *t, const sdc_arena *arena, sdc_error *err) {
+    memset(t, 0, sizeof *t);
+    t->arena_base = arena->base;
+    t->arena_cap = arena->cap;
+    /* 64-byte alignment of arena offsets carries over to the shadow */
+    t->shadow = aligned_alloc(64, (arena->cap + 63) & ~(size_t)63);
+    if (!t->shadow) return sdc_fail(err, SDC_ENOMEM, "cannot reserve %zu MiB for activation gradients", arena->cap >> 20);
+    return SDC_OK;
+}
+
+void sdc_tape_free(sdc_tape *t) {
+    free(t->ops);
+    free(t->ids);
+    free(t->shadow);
+    memset(t, 0, sizeof *t);
+}
+
+void sdc_tape_watch(sdc_tape *t, const float *data, float *grad, size_t n) {
+    SDC_ASSERT(t->nstores < SDC_TAPE_MAX_STORES);
+    t->stores[t->nstores].data = data;
+    t->stores[t->nstores].grad = grad;
+    t->stores[t->nstores].n = n;
+    t->nstores++;
+}
+
+void sdc_tape_reset(sdc_tape *t) {
+    t->n = 0;
+    t->nids = 0;
+    t->failed = 0;
+}
+
+void sdc_tape_record(sdc_tape *t, const sdc_tape_op *op) {
+    if (t->failed) return;
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? 2 * t->cap : 1024;
+        sdc_tape_op *ops = realloc(t->ops, cap * sizeof *ops);
+        if (!ops) {
+            t->failed = 1;
+            return;
+        }
+        t->ops = ops;
+        t->cap = cap;
+    }
+    sdc_tape_op *o = &t->ops[t->n++];
+    *o = *op;
+    if (op->kind == SDC_TAPE_EMBEDDING) {
+        /* the caller's ids may not outlive the forward: keep a copy, as an
+         * offset until backward (the buffer may move while growing) */
+        if (t->nids + (size_t)op->n > t->ids_cap) {
+            size_t cap = 2 * (t->nids + (size_t)op->n);
+            int32_t *ids = realloc(t->ids, cap * sizeof *ids);
+            if (!ids) {
+                t->failed = 1;
+                return;
+            }
+            t->ids = ids;
+            t->ids_cap = cap;
+        }
+        memcpy(t->ids + t->nids, op->ids, (size_t)op->n * sizeof *op->ids);
+        o->ids = (const int32_t *)(uintptr_t)t->nids;
+        t->nids += (size_t)op->n;
+    }
+}
+
+sdc_tensor sdc_tape_grad(const sdc_tape *t, const sdc_tensor *x) {
+    sdc_tensor g = *x;
+    g.data = NULL;
+    const unsigned char *p = x->data;
+    if (!p) return g;
+    for (int i = 0; i < t->nstores; i++) {
+        const float *d = t->stores[i].data;
+        if ((const float *)p >= d && (const float *)p < d + t->stores[i].n) {
+            g.data = t->stores[i].grad + ((const float *)p - d);
+            return g;
+        }
+    }
+    if (p >= t->arena_base && p < t->arena_base + t->arena_cap)
+        g.data = (unsigned char *)t->shadow + (p - t->arena_base);
+    return g;
+}
+
+void sdc_tape_zero_grads(sdc_tape *t, const sdc_arena *arena) {
+    SDC_ASSERT(arena->base == t->arena_base);
+    memset(t->shadow, 0, arena->used);
+}
+
+static int is_param(const sdc_tape *t, const sdc_tensor *x) {
+    for (int i = 0; i < t->nstores; i++)
+        if ((const float *)x->data >= t->stores[i].data && (const float *)x->data < t->stores[i].data + t->stores[i].n)
+            return 1;
+    return 0;
+}
+
+/* Where an op's input gradient goes: gradient memory to accumulate into, or
+ * nothing (a frozen weight, a tensor outside the arena, an absent input). */
+static int wants(const sdc_tape *t, const sdc_tensor *x, sdc_tensor *g) {
+    if (!x->data) return 0;
+    *g = sdc_tape_grad(t, x);
+    return g->data != NULL;
+}
+
+/* g_x += d (activation gradients accumulate over the consumers of x). */
+static void accumulate(sdc_ctx *c, sdc_tensor *gx, const sdc_tensor *d) {
+    sdc_tensor v = sdc_view(d, gx->ndim, gx->shape);
+    c->be->axpby(gx, 1.0f, gx, 1.0f, &v);
+}
+
+/* A fresh arena buffer shaped like x, for an op's assigned input gradient. */
+static sdc_tensor temp_like(sdc_ctx *c, const sdc_tensor *x) { return sdc_ctx_alloc(c, x->ndim, x->shape); }
+
+static void backward_op(sdc_ctx *c, const sdc_tape *t, const sdc_tape_op *op) {
+    sdc_tensor g = sdc_tape_grad(t, &op->out);
+    if (!g.data) return;
+    const sdc_tensor *x = &op->in[0], *y = &op->in[1], *z = &op->in[2];
+    sdc_tensor gx, gy, gz;
+    int wx = wants(t, x, &gx), wy = wants(t, y, &gy), wz = wants(t, z, &gz);
+    size_t mark = sdc_arena_mark(c->arena);
+    switch (op->kind) {
+    case SDC_TAPE_LINEAR:
+    case SDC_TAPE_CONV2D:
+    case SDC_TAPE_GROUP_NORM:
+    case SDC_TAPE_LAYER_NORM: {
+        /* x is an activation (assigned into a temporary, then accumulated);
+         * the weights are parameters (accumulated in place by the op) */
+        SDC_ASSERT(!wx || !is_param(t, x));
+        sdc_tensor dx = wx ? temp_like(c, x) : (sdc_tensor){0};
+        sdc_tensor *pdx = wx ? &dx : NULL, *pdy = wy ? &gy : NULL, *pdz = wz ? &gz : NULL;
+        if (op->kind == SDC_TAPE_LINEAR)
+            sdc_op_linear_backward(c, pdx, pdy, pdz, &g, x, y);
+        else if (op->kind == SDC_TAPE_CONV2D)
+            sdc_op_conv2d_backward(c, pdx, pdy, pdz, &g, x, y, op->i0, op->i1);
+        else if (op->kind == SDC_TAPE_GROUP_NORM)
+            sdc_op_group_norm_backward(c, pdx, pdy, pdz, &g, x, y, z, op->i0, op->f0, (sdc_act)op->i1);
+        else
+            sdc_op_layer_norm_backward(c, pdx, pdy, pdz, &g, x, y, op->f0);
+        if (wx) accumulate(c, &gx, &dx);
+        break;
+    }
+    case SDC_TAPE_ATTENTION: {
+        sdc_tensor dq = temp_like(c, x), dk = temp_like(c, y), dv = temp_like(c, z);
+        sdc_op_attention_backward(c, &dq, &dk, &dv, &g, x, y, z, op->i0, op->f0, op->i1);
+        if (wx) accumulate(c, &gx, &dq);
+        if (wy) accumulate(c, &gy, &dk);
+        if (wz) accumulate(c, &gz, &dv);
+        break;
+    }
+    case SDC_TAPE_ACT:
+    case SDC_TAPE_GEGLU:
+        if (wx) {
+            sdc_tensor dx = temp_like(c, x);
+            if (op->kind == SDC_TAPE_ACT) sdc_op_act_backward(c, &dx, &g, x, (sdc_act)op->i0);
+            else sdc_op_geglu_backward(c, &dx, &g, x);
+            accumulate(c, &gx, &dx);
+        }
+        break;
+    case SDC_TAPE_AXPBY: {
+        /* out = α·a + β·b; out may be a or b itself (in-place residual adds):
+         * then gradient memory is shared, so the other input is served first
+         * and the shared one is scaled in place last. */
+        float alpha = op->f0, beta = op->f1;
+        int out_is_a = op->out.data == x->data, out_is_b = y->data && op->out.data == y->data;
+        if (out_is_a && out_is_b) {
+            c->be->axpby(&g, alpha + beta, &g, 0.0f, NULL);
+        } else if (out_is_a) {
+            if (wy) c->be->axpby(&gy, 1.0f, &gy, beta, &g);
+            if (alpha != 1.0f) c->be->axpby(&g, alpha, &g, 0.0f, NULL);
+        } else if (out_is_b) {
+            if (wx) c->be->axpby(&gx, 1.0f, &gx, alpha, &g);
+            if (beta != 1.0f) c->be->axpby(&g, beta, &g, 0.0f, NULL);
+        } else {
+            if (wx) c->be->axpby(&gx, 1.0f, &gx, alpha, &g);
+            if (wy) c->be->axpby(&gy, 1.0f, &gy, beta, &g);
+        }
+        break;
+    }
+    case SDC_TAPE_ADD_CHANNEL: {
+        if (wy) {
+            sdc_tensor dv = temp_like(c, y);
+            sdc_op_channel_sum(c, &dv, &g);
+            accumulate(c, &gy, &dv);
+        }
+        if (wx && op->out.data != x->data) accumulate(c, &gx, &g);
+        break;
+    }
+    case SDC_TAPE_CONCAT1: {
+        if (wx) {
+            sdc_tensor d = sdc_op_slice1(c, NULL, &g, 0, x->shape[1]);
+            accumulate(c, &gx, &d);
+        }
+        if (wy) {
+            sdc_tensor d = sdc_op_slice1(c, NULL, &g, x->shape[1], y->shape[1]);
+            accumulate(c, &gy, &d);
+        }
+        break;
+    }
+    case SDC_TAPE_SLICE1:
+        /* only the frozen VAE's posterior split slices; nothing trains through it */
+        SDC_ASSERT(!wx);
+        break;
+    case SDC_TAPE_TO_TOKENS:
+        if (wx) {
+            sdc_tensor d = sdc_op_from_tokens(c, NULL, &g, x->shape[2], x->shape[3]);
+            accumulate(c, &gx, &d);
+        }
+        break;
+    case SDC_TAPE_FROM_TOKENS:
+        if (wx) {
+            sdc_tensor d = sdc_op_to_tokens(c, NULL, &g);
+            accumulate(c, &gx, &d);
+        }
+        break;
+    case SDC_TAPE_UPSAMPLE2X:
+        if (wx) {
+            sdc_tensor d = temp_like(c, x);
+            sdc_op_upsample2x_backward(c, &d, &g);
+            accumulate(c, &gx, &d);
+        }
+        break;
+    case SDC_TAPE_EMBEDDING:
+        if (wx) sdc_op_embedding_backward(c, &gx, &g, t->ids + (uintptr_t)op->ids, op->n);
+        break;
+    }
+    sdc_arena_release(c->arena, mark);
+}
+
+sdc_status sdc_tape_backward(sdc_ctx *c, sdc_tape *t, sdc_error *err) {
+    if (t->failed) return sdc_fail(err, SDC_ENOMEM, "out of memory recording the forward pass");
+    /* the ops used below must not record themselves */
+    sdc_tape *saved = c->tape;
+    c->tape = NULL;
+    for (size_t i = t->n; i-- > 0;) backward_op(c, t, &t->ops[i]);
+    c->tape = saved;
+    return SDC_OK;
+}
