@@ -123,12 +123,14 @@ sdc_status sdc_clip_text_check_ids(const sdc_clip_text *m, const int32_t *ids, i
 
 size_t sdc_clip_text_arena_bytes(const sdc_clip_text *m, int64_t B, int64_t T) {
     const int64_t D = m->cfg.hidden_size, F = m->cfg.intermediate_size, P = m->cfg.projection_dim;
-    /* outputs: last_hidden, hidden, pooled, text_embeds; temporaries: the
-     * residual stream x, then per layer max(ln1+q+k+v+attn, ln2 + fc1). */
+    /* outputs: last_hidden, hidden, pooled, text_embeds; the residual stream
+     * (one new buffer per layer, since a tape must keep every layer's
+     * input); a layer's temporaries: ln1, q, k, v, attn, out_proj, x1, ln2,
+     * fc2 (D wide) and fc1, act (F wide). */
+    const int64_t L = m->cfg.num_hidden_layers;
     int64_t outs = 2 * B * T * D + B * D + B * P;
-    int64_t attn = 5 * B * T * D, mlp = B * T * D + B * T * F;
-    int64_t tmp = B * T * D + (attn > mlp ? attn : mlp);
-    return (size_t)(outs + tmp) * sizeof(float) + 16 * 64; /* + 64-byte alignment of each allocation */
+    int64_t tmp = (L + 2) * B * T * D + 9 * B * T * D + 2 * B * T * F;
+    return (size_t)(outs + tmp) * sizeof(float) + (size_t)(16 + 2 * L) * 64; /* + alignment of each allocation */
 }
 
 /* ---- forward --------------------------------------------------------------------------------------------- */
