@@ -688,6 +688,18 @@ static void check_att(fixture *f, int64_t B, int64_t Tq, int64_t Tk, int H, int6
     free(q), free(k), free(v), free(dy), free(dyd);
 }
 
+/* every case on both paths: the fused AVX2 kernel (where the CPU has it;
+ * otherwise both runs take the portable one) and the sgemm bands */
+static void check_att_both(fixture *f, int64_t B, int64_t Tq, int64_t Tk, int H, int64_t D, float spread, int causal,
+                           int fd) {
+    for (int portable = 0; portable < 2; portable++) {
+        sdc_cpu_attention_portable = portable;
+        check_att(f, B, Tq, Tk, H, D, spread, causal, fd);
+    }
+    sdc_cpu_attention_portable = 0;
+}
+#define check_att check_att_both
+
 TEST(ops_bwd_attention) {
     fixture f;
     REQUIRE(fx_init(&f));
@@ -706,17 +718,37 @@ TEST(ops_bwd_attention) {
     sdc_arena_free(&f.arena);
 }
 
+TEST(ops_bwd_attention_blocks) {
+    /* sizes that cross the fused kernel's blocks: bands of 32 query rows,
+     * 24-key panels, 256-key blocks of the dQ product, head dims split into
+     * column chunks of ≤ 3 vectors (40 → 3+2, 64 → 3+3+2, 80 → 3+3+3+1,
+     * 160), odd tails */
+    fixture f;
+    REQUIRE(fx_init(&f));
+    check_att(&f, 2, 100, 300, 2, 40, 1, 0, 0);
+    check_att(&f, 1, 300, 300, 2, 40, 1, 1, 0); /* causal across bands and key blocks */
+    check_att(&f, 2, 77, 77, 2, 64, 1, 1, 0);   /* CLIP-L heads */
+    check_att(&f, 1, 33, 50, 1, 80, 1, 0, 0);
+    check_att(&f, 1, 31, 70, 2, 160, 1, 0, 0);
+    check_att(&f, 1, 50, 520, 1, 8, 4, 0, 0); /* peaked scores over many keys */
+    sdc_arena_free(&f.arena);
+}
+#undef check_att
+
 TEST(ops_bwd_attention_bands) {
-    /* a small score budget: bands of 16 query rows accumulating into dK, dV,
-     * the last band short; causal bands see a growing key range */
+    /* the portable path with a small score budget: bands of 16 query rows
+     * accumulating into dK, dV, the last band short; causal bands see a
+     * growing key range */
     fixture f;
     REQUIRE(fx_init(&f));
     int64_t saved = sdc_cpu_score_max_floats;
     sdc_cpu_score_max_floats = 16 * 40;
+    sdc_cpu_attention_portable = 1;
     check_att(&f, 2, 50, 40, 3, 5, 1, 0, 0);
     check_att(&f, 2, 50, 40, 3, 5, 1, 1, 0);
     check_att(&f, 1, 37, 60, 2, 3, 1, 1, 0);
     check_att(&f, 1, 20, 6, 2, 2, 1, 0, 1);
+    sdc_cpu_attention_portable = 0;
     sdc_cpu_score_max_floats = saved;
     sdc_arena_free(&f.arena);
 }
@@ -913,7 +945,7 @@ TEST(ops_bwd_thread_invariance) {
     sdc_tensor wlin = UP(&f, wv, N, Q), dyl = UP(&f, dyv, R, N);
     int32_t *ids = malloc((size_t)R * sizeof *ids);
     for (int64_t i = 0; i < R; i++) ids[i] = (int32_t)(i * 7 % 13);
-    sdc_tensor out[2][8];
+    sdc_tensor out[2][11];
     int saved = omp_get_max_threads();
     for (int run = 0; run < 2; run++) {
         omp_set_num_threads(run ? (saved > 1 ? saved : 2) : 1);
@@ -928,9 +960,13 @@ TEST(ops_bwd_thread_invariance) {
         sdc_op_linear_backward(&f.c, NULL, NULL, &o[6], &dyl, &tx2, &wlin);
         o[7] = FILLED(&f, 0, 13, Q);
         sdc_op_embedding_backward(&f.c, &o[7], &tdy2, ids, R);
+        /* fused attention backward: one task per (batch, head) */
+        sdc_tensor aq = sdc_reshape(&tx, 4, R / 4, Q), ak = sdc_reshape(&tdy, 4, R / 4, Q);
+        o[8] = FILLED(&f, 0, 4, R / 4, Q), o[9] = FILLED(&f, 0, 4, R / 4, Q), o[10] = FILLED(&f, 0, 4, R / 4, Q);
+        sdc_op_attention_backward(&f.c, &o[8], &o[9], &o[10], &ak, &aq, &ak, &aq, 3, 0.125f, 0);
     }
     omp_set_num_threads(saved);
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 11; i++)
         CHECK_MSG(memcmp(out[0][i].data, out[1][i].data, (size_t)sdc_tensor_numel(&out[0][i]) * sizeof(float)) == 0,
                   "output %d differs between 1 and %d threads", i, saved);
     free(x), free(dy), free(ga), free(be), free(ids), free(wv), free(dyv);

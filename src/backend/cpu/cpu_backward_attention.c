@@ -1,4 +1,6 @@
-/* Backward of scaled dot-product attention, per (batch, head) and per band
+/* Backward of scaled dot-product attention. On x86-64 with AVX2+FMA the
+ * fused kernel of cpu_backward_attention_fused.c runs; this file holds the
+ * dispatch and the portable path: per (batch, head) and per band
  * of query rows (the forward's banding: scores never exceed band × Tk). The
  * softmax is recomputed, not stored:
  *   P   = softmax(scale·Q·Kᵀ)                   (row-wise, fp32 with exp)
@@ -51,9 +53,12 @@ void sdc_cpu_attention_backward(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, 
     float *dqs = dq ? cpu_f32(dq) : NULL, *dks = dk ? cpu_f32(dk) : NULL, *dvs = dv ? cpu_f32(dv) : NULL;
     const int64_t D = head_dim, HD = (int64_t)heads * D;
     SDC_ASSERT(Tq > 0 && Tk > 0);
+    if (!dqs && !dks && !dvs) return;
+    if (!sdc_cpu_attention_portable &&
+        sdc_cpu_attention_backward_fused(dqs, dks, dvs, gs, qs, ks, vs, B, Tq, Tk, heads, D, scale, causal))
+        return;
     if (dks) memset(dks, 0, (size_t)(B * Tk * HD) * sizeof(float));
     if (dvs) memset(dvs, 0, (size_t)(B * Tk * HD) * sizeof(float));
-    if (!dqs && !dks && !dvs) return;
     int64_t band = sdc_cpu_score_max_floats / Tk;
     if (band < 16) band = 16;
     if (band > Tq) band = Tq;

@@ -66,14 +66,20 @@ float *sdc_cpu_scratch(int slot, size_t n);
  * that tests can shrink them to exercise the banding on small inputs. */
 extern int64_t sdc_cpu_col_max_floats;
 extern int64_t sdc_cpu_score_max_floats;
-/* Nonzero: attention takes the portable sgemm path even where the fused
- * AVX2 kernel could run (tests cover both). */
+/* Nonzero: attention and its backward take the portable sgemm path even
+ * where the fused AVX2 kernels could run (tests cover both). */
 extern int sdc_cpu_attention_portable;
 
 /* The fused attention kernel (cpu_attention_fused.c) on raw fp32 arrays;
  * returns 0, having done nothing, where the CPU lacks AVX2+FMA. */
 int sdc_cpu_attention_fused(float *out, const float *q, const float *k, const float *v, int64_t B, int64_t Tq,
                             int64_t Tk, int heads, int64_t D, float scale, int causal);
+
+/* The fused attention backward (cpu_backward_attention_fused.c): any of
+ * dq, dk, dv may be NULL; returns 0, having done nothing, without AVX2+FMA. */
+int sdc_cpu_attention_backward_fused(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                     const float *k, const float *v, int64_t B, int64_t Tq, int64_t Tk, int heads,
+                                     int64_t D, float scale, int causal);
 
 /* exp(x) to ~1 ulp in straight-line code that vectorizes: x = n·ln2 + r with
  * |r| ≤ ln2/2, e^r by a degree-7 polynomial (Cephes' minimax coefficients),

@@ -1,0 +1,289 @@
+/* Fused attention backward for x86-64 with AVX2+FMA: the fast path of
+ * sdc_cpu_attention_backward (cpu_backward_attention.c keeps the portable
+ * sgemm path and the math).
+ *
+ * Why not sgemm: the products are thin (D = 40..160 on one side), so a
+ * threaded sgemm per (batch, head, band) spends its time packing and scales
+ * poorly, and the row work between the products would alternate OpenMP and
+ * OpenBLAS threads hundreds of times per call. Here one OpenMP loop runs
+ * over (batch, head) tasks, each single-threaded and owning its head's dK
+ * and dV, so the sums over query bands have one fixed order whatever the
+ * thread count. A task walks its query rows in bands of RB:
+ *   S  = (scale·Q)·Kᵀ              P = softmax(S) (two passes: max, exp/sum)
+ *   dVᵀ += dOᵀ·P                   dP = dO·Vᵀ
+ *   dS  = P ⊙ (dP − δ), δ = Σ_j P·dP
+ *   dKᵀ += (scale·Q)ᵀ·dS           dQ = scale·dS·K
+ * all through one register-tile kernel, C[4][8·NV] (+)= A[4][k]·B[k][8·NV],
+ * on operands packed so that tiles are full: K and V as 24-key panels
+ * [D][24] (shared, packed once), Q and dO bands as rows and as transposes,
+ * dKᵀ, dVᵀ as [D↑4][Tk↑24] per task, written out transposed at the end.
+ * Memory: the packed K/V (about 3× the size of k), and per thread two score
+ * bands RB × Tk plus dKᵀ, dVᵀ (2 × D × Tk). */
+#include "backend/cpu/cpu_ops.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define AVX2 __attribute__((target("avx2,fma"), optimize("no-trapping-math")))
+#define MR 4  /* rows of a tile */
+#define NP 24 /* keys per panel: a tile's 3 vectors */
+#define RB 32 /* query rows per band (a multiple of MR) */
+#define KB 256 /* keys per block of the dQ product (its K rows stay in L1/L2) */
+
+/* C[r][0..8·NV) = (acc ? C[r] : 0) + Σ_{k<K} A[r·lda + k]·B[k·ldb + 0..8·NV), r < 4 */
+#define TILE(NV)                                                                                               \
+    AVX2 static void tile_##NV(const float *A, int64_t lda, const float *B, int64_t ldb, int64_t K, float *C,   \
+                               int64_t ldc, int acc) {                                                         \
+        __m256 c[MR][NV];                                                                                      \
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) _Pragma("GCC unroll 3") for (int v = 0; v < NV; v++) \
+            c[r][v] = acc ? _mm256_loadu_ps(C + r * ldc + 8 * v) : _mm256_setzero_ps();                      \
+        const float *a0 = A, *a1 = A + lda, *a2 = A + 2 * lda, *a3 = A + 3 * lda;                              \
+        for (int64_t k = 0; k < K; k++) {                                                                      \
+            __m256 b[NV];                                                                                      \
+            _Pragma("GCC unroll 3") for (int v = 0; v < NV; v++) b[v] = _mm256_loadu_ps(B + k * ldb + 8 * v);  \
+            __m256 x0 = _mm256_broadcast_ss(a0 + k), x1 = _mm256_broadcast_ss(a1 + k);                         \
+            __m256 x2 = _mm256_broadcast_ss(a2 + k), x3 = _mm256_broadcast_ss(a3 + k);                         \
+            _Pragma("GCC unroll 3") for (int v = 0; v < NV; v++) {                                             \
+                c[0][v] = _mm256_fmadd_ps(x0, b[v], c[0][v]);                                                  \
+                c[1][v] = _mm256_fmadd_ps(x1, b[v], c[1][v]);                                                  \
+                c[2][v] = _mm256_fmadd_ps(x2, b[v], c[2][v]);                                                  \
+                c[3][v] = _mm256_fmadd_ps(x3, b[v], c[3][v]);                                                  \
+            }                                                                                                  \
+        }                                                                                                      \
+        _Pragma("GCC unroll 4") for (int r = 0; r < MR; r++) _Pragma("GCC unroll 3") for (int v = 0; v < NV; v++) \
+            _mm256_storeu_ps(C + r * ldc + 8 * v, c[r][v]);                                                    \
+    }
+TILE(1)
+TILE(2)
+TILE(3)
+
+AVX2 static void tile(int nv, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t K, float *C,
+                      int64_t ldc, int acc) {
+    switch (nv) {
+    case 1: tile_1(A, lda, B, ldb, K, C, ldc, acc); break;
+    case 2: tile_2(A, lda, B, ldb, K, C, ldc, acc); break;
+    default: tile_3(A, lda, B, ldb, K, C, ldc, acc); break;
+    }
+}
+
+/* horizontal max / sum of 8 lanes, in a fixed order */
+AVX2 static inline float hmax8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    return _mm_cvtss_f32(m);
+}
+
+/* e^x for x ≤ 0 on 8 lanes: cpu_expf's reduction and polynomial with FMAs */
+AVX2 static inline __m256 exp8_nonpos(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* p[0..n) (n a multiple of 8) ← softmax of p[0..lim), 0 beyond; lim ≥ 1.
+ * The sum is kept in 8 lanes and added in a fixed order. */
+AVX2 static void softmax_row(float *p, int64_t lim, int64_t n) {
+    int64_t l8 = lim / 8 * 8;
+    __m256 vm = _mm256_set1_ps(p[0]);
+    for (int64_t j = 0; j < l8; j += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(p + j));
+    float m = hmax8(vm);
+    for (int64_t j = l8; j < lim; j++) m = p[j] > m ? p[j] : m;
+    __m256 vmx = _mm256_set1_ps(m), vs = _mm256_setzero_ps();
+    for (int64_t j = 0; j < l8; j += 8) {
+        __m256 e = exp8_nonpos(_mm256_sub_ps(_mm256_loadu_ps(p + j), vmx));
+        _mm256_storeu_ps(p + j, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vs);
+    float s = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for (int64_t j = l8; j < lim; j++) {
+        float e = cpu_expf(p[j] - m);
+        p[j] = e;
+        s += e;
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / s);
+    for (int64_t j = 0; j < l8; j += 8) _mm256_storeu_ps(p + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), inv));
+    for (int64_t j = l8; j < lim; j++) p[j] *= 1.0f / s;
+    for (int64_t j = lim; j < n; j++) p[j] = 0.0f;
+}
+
+/* p ← p ⊙ (dp − δ), δ = Σ p·dp (in double, 4 lanes added in a fixed order); n a multiple of 8 */
+AVX2 static void dsoftmax_row(float *p, const float *dp, int64_t n) {
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    for (int64_t j = 0; j < n; j += 8) {
+        __m256 x = _mm256_mul_ps(_mm256_loadu_ps(p + j), _mm256_loadu_ps(dp + j));
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)));
+    }
+    double l[4];
+    _mm256_storeu_pd(l, _mm256_add_pd(a0, a1));
+    __m256 d = _mm256_set1_ps((float)((l[0] + l[1]) + (l[2] + l[3])));
+    for (int64_t j = 0; j < n; j += 8) {
+        __m256 x = _mm256_loadu_ps(p + j);
+        _mm256_storeu_ps(p + j, _mm256_mul_ps(x, _mm256_sub_ps(_mm256_loadu_ps(dp + j), d)));
+    }
+}
+
+typedef struct bwd_geom {
+    int64_t B, Tq, Tk, H, D, HD;
+    int64_t Dp, D4, Tkp; /* D up to 8 and to 4, Tk up to NP */
+    float scale;
+    int causal;
+} bwd_geom;
+
+/* Per (batch, head) bh: KT and VT as panels [Tkp/NP][D][NP], K as rows [Tkp][Dp] (zero-padded). */
+static void pack_kv(float *kt, float *vt, float *kr, const float *k, const float *v, const bwd_geom *g) {
+    int64_t npan = g->Tkp / NP;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < g->B * g->H * npan; t++) {
+        int64_t bh = t / npan, p = t % npan, b = bh / g->H, h = bh % g->H;
+        float *ktp = kt + (bh * g->Tkp + p * NP) * g->D, *vtp = vt + (bh * g->Tkp + p * NP) * g->D;
+        float *krp = kr + (bh * g->Tkp + p * NP) * g->Dp;
+        for (int64_t jj = 0; jj < NP; jj++) {
+            int64_t j = p * NP + jj;
+            const float *ks = k + (b * g->Tk + j) * g->HD + h * g->D, *vs = v + (b * g->Tk + j) * g->HD + h * g->D;
+            for (int64_t d = 0; d < g->D; d++) {
+                ktp[d * NP + jj] = j < g->Tk ? ks[d] : 0.0f;
+                vtp[d * NP + jj] = j < g->Tk ? vs[d] : 0.0f;
+            }
+            for (int64_t d = 0; d < g->Dp; d++) krp[jj * g->Dp + d] = j < g->Tk && d < g->D ? ks[d] : 0.0f;
+        }
+    }
+}
+
+/* Per-thread floats: P and dP bands, dKᵀ and dVᵀ, Q/dO bands as rows
+ * [RB][D] and transposed [D4][RB], the dQ band [RB][Dp]. */
+static int64_t thread_floats(const bwd_geom *g) {
+    return 2 * RB * g->Tkp + 2 * g->D4 * g->Tkp + 2 * RB * g->D + 2 * g->D4 * RB + RB * g->Dp;
+}
+
+/* Key columns [0, n) of a band product over panels: C[r][j] = Σ_d A[r][d]·panel[d][j] */
+AVX2 static void scores(const float *A, int64_t rows, const float *panels, int64_t D, int64_t n, float *C,
+                        int64_t ldc) {
+    for (int64_t j0 = 0; j0 < n; j0 += NP)
+        for (int64_t r = 0; r < rows; r += MR) tile_3(A + r * D, D, panels + j0 * D, NP, D, C + r * ldc + j0, ldc, 0);
+}
+
+/* One task: head h of batch b, every query band. */
+AVX2 static void backward_head(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *kt,
+                               const float *vt, const float *kr, float *ws, const bwd_geom *g, int64_t b, int64_t h) {
+    const int64_t D = g->D, D4 = g->D4, Dp = g->Dp, Tkp = g->Tkp, HD = g->HD;
+    float *P = ws, *dP = P + RB * Tkp, *dKT = dP + RB * Tkp, *dVT = dKT + D4 * Tkp;
+    float *Qb = dVT + D4 * Tkp, *Ob = Qb + RB * D, *QT = Ob + RB * D, *OT = QT + D4 * RB, *dQb = OT + D4 * RB;
+    int64_t bh = b * g->H + h;
+    const float *kth = kt + bh * Tkp * D, *vth = vt + bh * Tkp * D, *krh = kr + bh * Tkp * Dp;
+    int64_t nk_all = g->Tk; /* keys any band sees, for zeroing */
+    memset(dKT, 0, (size_t)(2 * D4 * Tkp) * sizeof(float));
+    memset(QT, 0, (size_t)(2 * D4 * RB) * sizeof(float));
+    for (int64_t i0 = 0; i0 < g->Tq; i0 += RB) {
+        int64_t nr = g->Tq - i0 < RB ? g->Tq - i0 : RB, rows = (nr + MR - 1) / MR * MR;
+        int64_t nk = g->causal && i0 + nr < g->Tk ? i0 + nr : g->Tk, nkp = (nk + NP - 1) / NP * NP;
+        /* pack scale·Q and dO rows (zero rows past nr) and their transposes */
+        for (int64_t r = 0; r < RB; r++) {
+            int64_t row = (b * g->Tq + i0 + (r < nr ? r : 0)) * HD + h * D;
+            for (int64_t d = 0; d < D; d++) {
+                float qv = r < nr ? q[row + d] * g->scale : 0.0f, ov = r < nr ? dout[row + d] : 0.0f;
+                Qb[r * D + d] = QT[d * RB + r] = qv;
+                Ob[r * D + d] = OT[d * RB + r] = ov;
+            }
+        }
+        /* S = (scale·Q)·Kᵀ, then P row by row */
+        scores(Qb, rows, kth, D, nkp, P, Tkp);
+        for (int64_t r = 0; r < nr; r++) {
+            int64_t lim = g->causal && i0 + r + 1 < nk ? i0 + r + 1 : nk;
+            softmax_row(P + r * Tkp, lim, nkp);
+        }
+        for (int64_t r = nr; r < rows; r++) memset(P + r * Tkp, 0, (size_t)nkp * sizeof(float));
+        /* dVᵀ[d][j] += Σ_r dO[r][d]·P[r][j] */
+        if (dv)
+            for (int64_t j0 = 0; j0 < nkp; j0 += NP)
+                for (int64_t d = 0; d < D4; d += MR)
+                    tile_3(OT + d * RB, RB, P + j0, Tkp, nr, dVT + d * Tkp + j0, Tkp, 1);
+        if (!dq && !dk) continue;
+        /* dP = dO·Vᵀ, dS = P ⊙ (dP − δ) into P */
+        scores(Ob, rows, vth, D, nkp, dP, Tkp);
+        for (int64_t r = 0; r < rows; r++) dsoftmax_row(P + r * Tkp, dP + r * Tkp, nkp);
+        /* dKᵀ[d][j] += Σ_r (scale·Q)[r][d]·dS[r][j] */
+        if (dk)
+            for (int64_t j0 = 0; j0 < nkp; j0 += NP)
+                for (int64_t d = 0; d < D4; d += MR)
+                    tile_3(QT + d * RB, RB, P + j0, Tkp, nr, dKT + d * Tkp + j0, Tkp, 1);
+        if (!dq) continue;
+        /* dQ = dS·K (·scale on the way out), key blocks of KB, column chunks of ≤ 3 vectors */
+        for (int64_t k0 = 0; k0 < nkp; k0 += KB) {
+            int64_t kn = nkp - k0 < KB ? nkp - k0 : KB;
+            for (int64_t r = 0; r < rows; r += MR)
+                for (int64_t c0 = 0; c0 < Dp; c0 += 24) {
+                    int nv = Dp - c0 >= 24 ? 3 : (int)((Dp - c0) / 8);
+                    tile(nv, P + r * Tkp + k0, Tkp, krh + k0 * Dp + c0, Dp, kn, dQb + r * Dp + c0, Dp, k0 > 0);
+                }
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            float *o = dq + (b * g->Tq + i0 + r) * HD + h * D;
+            for (int64_t d = 0; d < D; d++) o[d] = dQb[r * Dp + d] * g->scale;
+        }
+    }
+    /* write out dK, dV (rows of [Tk][D] from the transposed accumulators) */
+    for (int64_t j = 0; j < nk_all; j++) {
+        int64_t row = (b * g->Tk + j) * HD + h * D;
+        for (int64_t d = 0; d < D; d++) {
+            if (dk) dk[row + d] = dKT[d * Tkp + j];
+            if (dv) dv[row + d] = dVT[d * Tkp + j];
+        }
+    }
+}
+
+int sdc_cpu_attention_backward_fused(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                     const float *k, const float *v, int64_t B, int64_t Tq, int64_t Tk, int heads,
+                                     int64_t D, float scale, int causal) {
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return 0;
+    bwd_geom g = {.B = B, .Tq = Tq, .Tk = Tk, .H = heads, .D = D, .HD = heads * D, .scale = scale, .causal = causal};
+    g.Dp = (D + 7) / 8 * 8;
+    g.D4 = (D + MR - 1) / MR * MR;
+    g.Tkp = (Tk + NP - 1) / NP * NP;
+    int nthreads = 1;
+#ifdef _OPENMP
+    nthreads = omp_get_max_threads();
+#endif
+    int64_t per_bh = g.Tkp * (2 * D + g.Dp);
+    float *kt = sdc_cpu_scratch(0, (size_t)(B * heads * per_bh));
+    float *vt = kt + B * heads * g.Tkp * D, *kr = vt + B * heads * g.Tkp * D;
+    pack_kv(kt, vt, kr, k, v, &g);
+    int64_t per = (thread_floats(&g) + 15) / 16 * 16;
+    float *ws = sdc_cpu_scratch(1, (size_t)(per * nthreads));
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t t = 0; t < B * heads; t++) {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        backward_head(dq, dk, dv, dout, q, kt, vt, kr, ws + tid * per, &g, t / heads, t % heads);
+    }
+    return 1;
+}
+
+#else
+int sdc_cpu_attention_backward_fused(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                                     const float *k, const float *v, int64_t B, int64_t Tq, int64_t Tk, int heads,
+                                     int64_t D, float scale, int causal) {
+    (void)dq, (void)dk, (void)dv, (void)dout, (void)q, (void)k, (void)v, (void)B, (void)Tq, (void)Tk;
+    (void)heads, (void)D, (void)scale, (void)causal;
+    return 0;
+}
+#endif
