@@ -35,6 +35,7 @@
 #include "test.h"
 
 #define RTOL 1e-5
+static double g_rtol = RTOL; /* raised, with the reason, around single cases */
 #define GARBAGE 7.25f /* what an assigned gradient's buffer holds before the op */
 #define BASE 0.5f     /* what an accumulated gradient's buffer holds before the op */
 
@@ -96,7 +97,7 @@ static int close_to(const char *what, const sdc_tensor *t, const double *ref, in
     int64_t wi = -1;
     for (int64_t i = 0; i < n; i++) {
         double want = base + mult * ref[i];
-        double d = fabs((double)got[i] - want), lim = RTOL * (fabs(mult * ref[i]) + mean) + 1e-7 * fabs(base);
+        double d = fabs((double)got[i] - want), lim = g_rtol * (fabs(mult * ref[i]) + mean) + 1e-7 * fabs(base);
         if (!(d <= lim) && (wi < 0 || d / lim > worst)) {
             worst = d / lim;
             wi = i;
@@ -665,8 +666,8 @@ static void check_att(fixture *f, int64_t B, int64_t Tq, int64_t Tk, int H, int6
     /* all three are activation gradients: assigned, so a second call changes nothing */
     for (int rep = 0; rep < 2; rep++) sdc_op_attention_backward(&f->c, &dq, &dk, &dv, &tdy, &tq, &tk, &tv, H, scale, causal);
     char what[128];
-    snprintf(what, sizeof what, "attention%s B=%lld Tq=%lld Tk=%lld H=%d D=%lld spread=%g causal=%d",
-             fd ? " (fd)" : "", (long long)B, (long long)Tq, (long long)Tk, H, (long long)D, spread, causal);
+    snprintf(what, sizeof what, "attention%s%s B=%lld Tq=%lld Tk=%lld H=%d D=%lld spread=%g causal=%d",
+             fd ? " (fd)" : "", sdc_cpu_attention_portable ? " (portable)" : "", (long long)B, (long long)Tq, (long long)Tk, H, (long long)D, spread, causal);
     ASSIGNED(what, &dq, g[0], nin[0]);
     ASSIGNED(what, &dk, g[1], nin[1]);
     ASSIGNED(what, &dv, g[2], nin[2]);
@@ -714,7 +715,9 @@ TEST(ops_bwd_attention) {
     check_att(&f, 1, 9, 5, 2, 7, 1, 1, 0);  /* causal, Tq > Tk: late rows see every key */
     check_att(&f, 2, 37, 29, 3, 7, 1, 0, 0);
     check_att(&f, 2, 77, 77, 2, 40, 1, 1, 0);
-    check_att(&f, 1, 6, 10, 2, 9, 4, 0, 0); /* peaked scores */
+    g_rtol = 4 * RTOL; /* peaked scores: see ops_bwd_attention_blocks */
+    check_att(&f, 1, 6, 10, 2, 9, 4, 0, 0);
+    g_rtol = RTOL;
     sdc_arena_free(&f.arena);
 }
 
@@ -730,7 +733,16 @@ TEST(ops_bwd_attention_blocks) {
     check_att(&f, 2, 77, 77, 2, 64, 1, 1, 0);   /* CLIP-L heads */
     check_att(&f, 1, 33, 50, 1, 80, 1, 0, 0);
     check_att(&f, 1, 31, 70, 2, 160, 1, 0, 0);
-    check_att(&f, 1, 50, 520, 1, 8, 4, 0, 0); /* peaked scores over many keys */
+    /* peaked scores (|s| up to ~45) over many keys: an fp32 score carries an
+     * absolute error ~|s|·2⁻²⁴·√D ≈ 1e-5, which moves P, and with it every
+     * gradient, by about that much relatively; the summation order (SSE or
+     * AVX2 lanes) decides where in that range a result lands */
+    g_rtol = 4 * RTOL;
+    check_att(&f, 1, 50, 520, 1, 8, 4, 0, 0);
+    g_rtol = RTOL;
+    /* more than 1024 query rows: split into tasks whose dK, dV shares are summed */
+    check_att(&f, 1, 2100, 45, 2, 8, 1, 0, 0);
+    check_att(&f, 1, 1100, 1100, 1, 4, 1, 1, 0);
     sdc_arena_free(&f.arena);
 }
 #undef check_att
@@ -940,8 +952,8 @@ TEST(ops_bwd_thread_invariance) {
     sdc_tensor tx = UP(&f, x, B, C, H, W), tdy = UP(&f, dy, B, C, H, W), tg = UP(&f, ga, C), tb = UP(&f, be, C);
     /* the same data as rows of Q = 192 columns (three column blocks of 64) */
     const int64_t Q = 192, R = n / Q, N = 200;
-    sdc_tensor tx2 = sdc_reshape(&tx, R, Q), tdy2 = sdc_reshape(&tdy, R, Q), wl = UP(&f, ga, Q);
     float *wv = rnd(N * Q, -1, 1, 105), *dyv = rnd(R * N, -1, 1, 106);
+    sdc_tensor tx2 = sdc_reshape(&tx, R, Q), tdy2 = sdc_reshape(&tdy, R, Q), wl = UP(&f, wv, Q);
     sdc_tensor wlin = UP(&f, wv, N, Q), dyl = UP(&f, dyv, R, N);
     int32_t *ids = malloc((size_t)R * sizeof *ids);
     for (int64_t i = 0; i < R; i++) ids[i] = (int32_t)(i * 7 % 13);

@@ -5,10 +5,20 @@
 #include "backend/ops.h"
 #include "nn/params.h"
 
+/* A trainable low-rank update beside a frozen weight (LoRA, as PEFT's
+ * lora.Linear): y = x·Wᵀ + b + scale·(x·Aᵀ)·Bᵀ, A [r, in], B [out, r],
+ * scale = alpha / r. Its tensors live in a separate parameter store. */
+typedef struct sdc_lora_adapter {
+    sdc_tensor A, B;
+    int rank;
+    float scale;
+} sdc_lora_adapter;
+
 typedef struct sdc_linear {
     sdc_tensor weight, bias; /* bias.data NULL when the layer has none */
     int64_t in, out;
     int has_bias;
+    const sdc_lora_adapter *lora; /* NULL: none */
 } sdc_linear;
 
 /* Declares "<name>.weight" (and "<name>.bias") with PyTorch's default init. */

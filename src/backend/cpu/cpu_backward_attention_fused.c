@@ -6,9 +6,11 @@
  * threaded sgemm per (batch, head, band) spends its time packing and scales
  * poorly, and the row work between the products would alternate OpenMP and
  * OpenBLAS threads hundreds of times per call. Here one OpenMP loop runs
- * over (batch, head) tasks, each single-threaded and owning its head's dK
- * and dV, so the sums over query bands have one fixed order whatever the
- * thread count. A task walks its query rows in bands of RB:
+ * over tasks (batch, head, split of ≤ SPLIT query rows), each single-threaded
+ * with no BLAS call. A task owns dQ of its rows and its own share of the
+ * head's dKᵀ, dVᵀ; the shares are then summed over the splits in order. The
+ * number of splits depends on Tq alone, so every sum has one fixed order
+ * whatever the thread count. A task walks its query rows in bands of RB:
  *   S  = (scale·Q)·Kᵀ              P = softmax(S) (two passes: max, exp/sum)
  *   dVᵀ += dOᵀ·P                   dP = dO·Vᵀ
  *   dS  = P ⊙ (dP − δ), δ = Σ_j P·dP
@@ -16,9 +18,10 @@
  * all through one register-tile kernel, C[4][8·NV] (+)= A[4][k]·B[k][8·NV],
  * on operands packed so that tiles are full: K and V as 24-key panels
  * [D][24] (shared, packed once), Q and dO bands as rows and as transposes,
- * dKᵀ, dVᵀ as [D↑4][Tk↑24] per task, written out transposed at the end.
- * Memory: the packed K/V (about 3× the size of k), and per thread two score
- * bands RB × Tk plus dKᵀ, dVᵀ (2 × D × Tk). */
+ * dKᵀ, dVᵀ as [D↑4][Tk↑24] per task, summed and transposed at the end.
+ * Memory: the packed K/V (about 3× the size of k), the tasks' dKᵀ, dVᵀ
+ * shares (2 × splits × the size of k: 4 splits at T = 4096), and per
+ * thread two score bands RB × Tk. */
 #include "backend/cpu/cpu_ops.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -32,6 +35,7 @@
 #define NP 24 /* keys per panel: a tile's 3 vectors */
 #define RB 32 /* query rows per band (a multiple of MR) */
 #define KB 256 /* keys per block of the dQ product (its K rows stay in L1/L2) */
+#define SPLIT 1024 /* query rows per task at most (a multiple of RB) */
 
 /* C[r][0..8·NV) = (acc ? C[r] : 0) + Σ_{k<K} A[r·lda + k]·B[k·ldb + 0..8·NV), r < 4 */
 #define TILE(NV)                                                                                               \
@@ -167,11 +171,9 @@ static void pack_kv(float *kt, float *vt, float *kr, const float *k, const float
     }
 }
 
-/* Per-thread floats: P and dP bands, dKᵀ and dVᵀ, Q/dO bands as rows
- * [RB][D] and transposed [D4][RB], the dQ band [RB][Dp]. */
-static int64_t thread_floats(const bwd_geom *g) {
-    return 2 * RB * g->Tkp + 2 * g->D4 * g->Tkp + 2 * RB * g->D + 2 * g->D4 * RB + RB * g->Dp;
-}
+/* Per-thread floats: P and dP bands, Q/dO bands as rows [RB][D] and
+ * transposed [D4][RB], the dQ band [RB][Dp]. */
+static int64_t thread_floats(const bwd_geom *g) { return 2 * RB * g->Tkp + 2 * RB * g->D + 2 * g->D4 * RB + RB * g->Dp; }
 
 /* Key columns [0, n) of a band product over panels: C[r][j] = Σ_d A[r][d]·panel[d][j] */
 AVX2 static void scores(const float *A, int64_t rows, const float *panels, int64_t D, int64_t n, float *C,
@@ -180,19 +182,21 @@ AVX2 static void scores(const float *A, int64_t rows, const float *panels, int64
         for (int64_t r = 0; r < rows; r += MR) tile_3(A + r * D, D, panels + j0 * D, NP, D, C + r * ldc + j0, ldc, 0);
 }
 
-/* One task: head h of batch b, every query band. */
-AVX2 static void backward_head(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *kt,
-                               const float *vt, const float *kr, float *ws, const bwd_geom *g, int64_t b, int64_t h) {
+/* One task: query rows [ia, ib) of head h of batch b; dQ for those rows,
+ * and this split's share of dKᵀ, dVᵀ ([D4][Tkp] each) summed in band order. */
+AVX2 static void backward_rows(float *dq, float *dKT, float *dVT, const float *dout, const float *q, const float *kt,
+                               const float *vt, const float *kr, float *ws, const bwd_geom *g, int64_t b, int64_t h,
+                               int64_t ia, int64_t ib) {
     const int64_t D = g->D, D4 = g->D4, Dp = g->Dp, Tkp = g->Tkp, HD = g->HD;
-    float *P = ws, *dP = P + RB * Tkp, *dKT = dP + RB * Tkp, *dVT = dKT + D4 * Tkp;
-    float *Qb = dVT + D4 * Tkp, *Ob = Qb + RB * D, *QT = Ob + RB * D, *OT = QT + D4 * RB, *dQb = OT + D4 * RB;
+    float *P = ws, *dP = P + RB * Tkp, *Qb = dP + RB * Tkp, *Ob = Qb + RB * D, *QT = Ob + RB * D, *OT = QT + D4 * RB;
+    float *dQb = OT + D4 * RB;
     int64_t bh = b * g->H + h;
     const float *kth = kt + bh * Tkp * D, *vth = vt + bh * Tkp * D, *krh = kr + bh * Tkp * Dp;
-    int64_t nk_all = g->Tk; /* keys any band sees, for zeroing */
-    memset(dKT, 0, (size_t)(2 * D4 * Tkp) * sizeof(float));
+    if (dKT) memset(dKT, 0, (size_t)(D4 * Tkp) * sizeof(float)); /* NULL when not wanted */
+    if (dVT) memset(dVT, 0, (size_t)(D4 * Tkp) * sizeof(float));
     memset(QT, 0, (size_t)(2 * D4 * RB) * sizeof(float));
-    for (int64_t i0 = 0; i0 < g->Tq; i0 += RB) {
-        int64_t nr = g->Tq - i0 < RB ? g->Tq - i0 : RB, rows = (nr + MR - 1) / MR * MR;
+    for (int64_t i0 = ia; i0 < ib; i0 += RB) {
+        int64_t nr = ib - i0 < RB ? ib - i0 : RB, rows = (nr + MR - 1) / MR * MR;
         int64_t nk = g->causal && i0 + nr < g->Tk ? i0 + nr : g->Tk, nkp = (nk + NP - 1) / NP * NP;
         /* pack scale·Q and dO rows (zero rows past nr) and their transposes */
         for (int64_t r = 0; r < RB; r++) {
@@ -211,16 +215,16 @@ AVX2 static void backward_head(float *dq, float *dk, float *dv, const float *dou
         }
         for (int64_t r = nr; r < rows; r++) memset(P + r * Tkp, 0, (size_t)nkp * sizeof(float));
         /* dVᵀ[d][j] += Σ_r dO[r][d]·P[r][j] */
-        if (dv)
+        if (dVT)
             for (int64_t j0 = 0; j0 < nkp; j0 += NP)
                 for (int64_t d = 0; d < D4; d += MR)
                     tile_3(OT + d * RB, RB, P + j0, Tkp, nr, dVT + d * Tkp + j0, Tkp, 1);
-        if (!dq && !dk) continue;
+        if (!dq && !dKT) continue;
         /* dP = dO·Vᵀ, dS = P ⊙ (dP − δ) into P */
         scores(Ob, rows, vth, D, nkp, dP, Tkp);
         for (int64_t r = 0; r < rows; r++) dsoftmax_row(P + r * Tkp, dP + r * Tkp, nkp);
         /* dKᵀ[d][j] += Σ_r (scale·Q)[r][d]·dS[r][j] */
-        if (dk)
+        if (dKT)
             for (int64_t j0 = 0; j0 < nkp; j0 += NP)
                 for (int64_t d = 0; d < D4; d += MR)
                     tile_3(QT + d * RB, RB, P + j0, Tkp, nr, dKT + d * Tkp + j0, Tkp, 1);
@@ -239,12 +243,23 @@ AVX2 static void backward_head(float *dq, float *dk, float *dv, const float *dou
             for (int64_t d = 0; d < D; d++) o[d] = dQb[r * Dp + d] * g->scale;
         }
     }
-    /* write out dK, dV (rows of [Tk][D] from the transposed accumulators) */
-    for (int64_t j = 0; j < nk_all; j++) {
-        int64_t row = (b * g->Tk + j) * HD + h * D;
-        for (int64_t d = 0; d < D; d++) {
-            if (dk) dk[row + d] = dKT[d * Tkp + j];
-            if (dv) dv[row + d] = dVT[d * Tkp + j];
+}
+
+/* dk[b, j, h·D + d] = Σ_s part_s[d][j] over the query splits s in order
+ * (part = dKᵀ or dVᵀ of (b, h, s), each [D4][Tkp]) */
+static void reduce_splits(float *out, const float *part, int64_t split_stride, int64_t qs, const bwd_geom *g) {
+    int64_t nj = (g->Tk + 63) / 64;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < g->B * g->H * nj; t++) {
+        int64_t bh = t / nj, b = bh / g->H, h = bh % g->H, j0 = t % nj * 64, j1 = j0 + 64 < g->Tk ? j0 + 64 : g->Tk;
+        const float *pb = part + bh * qs * split_stride;
+        for (int64_t j = j0; j < j1; j++) {
+            float *o = out + (b * g->Tk + j) * g->HD + h * g->D;
+            for (int64_t d = 0; d < g->D; d++) {
+                float s = pb[d * g->Tkp + j];
+                for (int64_t sp = 1; sp < qs; sp++) s += pb[sp * split_stride + d * g->Tkp + j];
+                o[d] = s;
+            }
         }
     }
 }
@@ -265,16 +280,28 @@ int sdc_cpu_attention_backward_fused(float *dq, float *dk, float *dv, const floa
     float *kt = sdc_cpu_scratch(0, (size_t)(B * heads * per_bh));
     float *vt = kt + B * heads * g.Tkp * D, *kr = vt + B * heads * g.Tkp * D;
     pack_kv(kt, vt, kr, k, v, &g);
+    /* query splits per head: a count fixed by Tq (never by the thread
+     * count), so that few heads still make enough tasks */
+    int64_t qs = (Tq + SPLIT - 1) / SPLIT, rows_per = (Tq + qs - 1) / qs;
+    rows_per = (rows_per + RB - 1) / RB * RB;
+    qs = (Tq + rows_per - 1) / rows_per;
+    int64_t split_stride = 2 * g.D4 * g.Tkp, ntask = B * heads * qs;
     int64_t per = (thread_floats(&g) + 15) / 16 * 16;
-    float *ws = sdc_cpu_scratch(1, (size_t)(per * nthreads));
+    float *part = sdc_cpu_scratch(1, (size_t)(ntask * split_stride + per * nthreads));
+    float *ws = part + ntask * split_stride;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t t = 0; t < B * heads; t++) {
+    for (int64_t t = 0; t < ntask; t++) {
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        backward_head(dq, dk, dv, dout, q, kt, vt, kr, ws + tid * per, &g, t / heads, t % heads);
+        int64_t bh = t / qs, ia = t % qs * rows_per, ib = ia + rows_per < Tq ? ia + rows_per : Tq;
+        float *pt = part + t * split_stride;
+        backward_rows(dq, dk ? pt : NULL, dv ? pt + split_stride / 2 : NULL, dout, q, kt, vt, kr, ws + tid * per,
+                      &g, bh / heads, bh % heads, ia, ib);
     }
+    if (dk) reduce_splits(dk, part, split_stride, qs, &g);
+    if (dv) reduce_splits(dv, part + split_stride / 2, split_stride, qs, &g);
     return 1;
 }
 

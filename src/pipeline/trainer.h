@@ -1,0 +1,67 @@
+/* One training step as diffusers' training scripts take it, on the UNet:
+ *   noisy = add_noise(x0, ε, t); target = ε or v; pred = unet(noisy, t, context)
+ *   loss = mse(pred, target) (min-SNR weighted with snr_gamma)
+ * backward through the tape into the trained store's gradients (the whole
+ * UNet, or a LoRA set), accumulated over gradient_accumulation_steps
+ * micro-batches (each loss divided by their number, as accelerate does);
+ * then per optimizer step: global-norm clipping, AdamW at the schedule's
+ * lr, EMA. The data (latents, noise, timesteps, text conditioning) comes
+ * in: the caller owns datasets and RNG, so runs are comparable with any
+ * other implementation given the same inputs. */
+#ifndef SDC_PIPELINE_TRAINER_H
+#define SDC_PIPELINE_TRAINER_H
+
+#include "backend/tape.h"
+#include "diffusion/schedule.h"
+#include "models/unet.h"
+#include "train/adamw.h"
+#include "train/ema.h"
+#include "train/lr_schedule.h"
+
+typedef struct sdc_trainer_opts {
+    sdc_prediction prediction; /* the target: ε or v */
+    double snr_gamma;          /* ≤ 0: plain MSE */
+    int grad_accum;            /* micro-batches per optimizer step, ≥ 1 */
+    double max_grad_norm;      /* ≤ 0: no clipping */
+    sdc_adamw_hparams adam;
+    sdc_lr_schedule lr;
+    int use_ema;
+    sdc_ema_hparams ema;
+} sdc_trainer_opts;
+
+typedef struct sdc_train_batch {
+    int B;
+    const float *x0;       /* [B, C, h, w] latents × VAE scaling factor */
+    const float *noise;    /* [B, C, h, w] (noise offset / perturbation already applied by the caller) */
+    const int64_t *t;      /* [B] */
+    const float *context;  /* [B, S, D] encoder_hidden_states */
+    int64_t h, w, S;
+    const float *text_embeds; /* SDXL: [B, P] */
+    const double *time_ids;   /* SDXL: [B, 6] */
+} sdc_train_batch;
+
+typedef struct sdc_trainer {
+    sdc_unet *unet;
+    sdc_params *train; /* the trained parameters and their gradients */
+    sdc_trainer_opts o;
+    float *alphas_cumprod;
+    int n_ac;
+    sdc_adamw opt;
+    sdc_ema ema;
+    sdc_tape tape;
+    sdc_ctx ctx;
+    int micro;    /* micro-batches accumulated since the last optimizer step */
+    int64_t step; /* optimizer steps taken */
+} sdc_trainer;
+
+sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_params *train, const sdc_sched_config *sched,
+                            const sdc_trainer_opts *o, sdc_arena *arena, sdc_error *err);
+void sdc_trainer_free(sdc_trainer *t);
+/* Forward and backward of one micro-batch; *loss is its (unscaled) loss. */
+sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, double *loss, sdc_error *err);
+/* After grad_accum micro-steps: clip, update, EMA, clear the gradients.
+ * A non-finite gradient norm skips the update (*skipped = 1; gradients
+ * cleared, the step not counted). */
+sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double *lr, int *skipped, sdc_error *err);
+
+#endif
