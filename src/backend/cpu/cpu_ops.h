@@ -120,7 +120,7 @@ SDC_CPU_INLINE float cpu_sigmoidf(float x) {
  * - else erfc z = e^{−z²}·t·P(t), t = 1/(1 + z/2): P is a degree-9 fit of
  *   erfcx(z)/t on z ≥ 0.5 (relative error 1.4e-8; float rounding adds ~3e-7);
  *   Φ = ½·erfc z for x < 0 and 1 − ½·erfc z above. */
-SDC_CPU_INLINE float cpu_phif(float x) {
+SDC_CPU_INLINE float cpu_phif_e(float x, float e) { /* e = e^{−x²/2}, shared with GELU's derivative */
     float z2 = x * x * 0.5f, az = (x < 0 ? -x : x) * 0.70710678118654752f, z = x * 0.70710678118654752f;
     float s = -1.0f / 1320.0f;
     s = s * z2 + 1.0f / 216.0f;
@@ -140,10 +140,11 @@ SDC_CPU_INLINE float cpu_phif(float x) {
     p = p * t + 2.468075007e-01f;
     p = p * t + 2.820955813e-01f;
     p = p * t + 2.820947766e-01f;
-    float half_erfc = 0.5f * cpu_expf(-z2) * t * p;
+    float half_erfc = 0.5f * e * t * p;
     float big = x < 0 ? half_erfc : 1.0f - half_erfc;
     return az < 0.5f ? small : big;
 }
+SDC_CPU_INLINE float cpu_phif(float x) { return cpu_phif_e(x, cpu_expf(-(x * x * 0.5f))); }
 
 /* The activations of backend.h, on one value. */
 SDC_CPU_INLINE float cpu_gelu(float x) { return x * cpu_phif(x); }
@@ -177,7 +178,10 @@ SDC_CPU_INLINE float cpu_act_grad1(float x, sdc_act act) {
         float s = cpu_sigmoidf(x);
         return s * (1.0f + x * (1.0f - s));
     }
-    case SDC_ACT_GELU: return cpu_phif(x) + x * 0.39894228040143268f * cpu_expf(-0.5f * x * x);
+    case SDC_ACT_GELU: {
+        float e = cpu_expf(-(x * x * 0.5f));
+        return cpu_phif_e(x, e) + x * 0.39894228040143268f * e;
+    }
     case SDC_ACT_GELU_TANH: {
         float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
         float s = cpu_sigmoidf(2.0f * u);
