@@ -114,10 +114,11 @@ FULL_PARAMS = [
     "time_embedding.linear_1.weight", "time_embedding.linear_1.bias",
     "time_embedding.linear_2.bias",
     "down_blocks.0.resnets.0.norm1.weight", "down_blocks.0.resnets.0.norm1.bias",
-    "down_blocks.0.resnets.0.conv1.weight", "down_blocks.0.resnets.0.conv1.bias",
-    "down_blocks.0.resnets.0.time_emb_proj.weight",
-    "down_blocks.0.resnets.0.time_emb_proj.bias",
+    "down_blocks.0.resnets.0.conv1.weight",
     "down_blocks.0.resnets.0.norm2.weight", "down_blocks.0.resnets.0.conv2.bias",
+    # 32-channel resnets' conv1.bias / time_emb_proj get zero grads (see
+    # "zero_grad_params"); the 64-channel mid-block resnet's do not
+    "mid_block.resnets.0.conv1.bias", "mid_block.resnets.0.time_emb_proj.weight",
     "down_blocks.0.downsamplers.0.conv.bias",
     "down_blocks.1.resnets.0.conv_shortcut.weight",
     "down_blocks.1.attentions.0.norm.weight", "down_blocks.1.attentions.0.norm.bias",
@@ -341,6 +342,7 @@ def main():
     tensors, meta = build()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_file(tensors, out, metadata=meta)
+    os.chmod(out, 0o644)
     n = sum(v.numel() * v.element_size() for v in tensors.values())
     print(f"wrote {out}: {len(tensors)} tensors, {n} bytes of data")
     for name in CASES:

@@ -41,7 +41,9 @@ sdc_status sdc_golden_f64(const sdc_golden *g, const char *key, double **data, i
     size_t n = (size_t)sdc_weight_numel(t);
     double *d = malloc((n ? n : 1) * sizeof *d);
     if (!d) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", g->path);
-    if (t->dtype == SDC_I64 || t->dtype == SDC_I32) {
+    if (t->dtype == SDC_F64) {
+        memcpy(d, t->data, n * sizeof *d);
+    } else if (t->dtype == SDC_I64 || t->dtype == SDC_I32) {
         for (size_t i = 0; i < n; i++) {
             int64_t v;
             if (t->dtype == SDC_I64) memcpy(&v, (const char *)t->data + 8 * i, 8);
