@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "backend/ops.h"
+#include "backend/tape.h"
 #include "diffusion/sampler.h"
 #include "pipeline/golden.h"
 #include "pipeline/sd_model.h"
@@ -68,7 +69,7 @@ static sdc_status upload_key(run *r, const char *key, sdc_tensor *t) {
     return SDC_OK;
 }
 
-static sdc_status check_text(run *r, const sdc_sd *sd) {
+static sdc_status check_text(run *r, sdc_sd *sd) {
     static const char *const names[2] = {"text_encoder", "text_encoder_2"};
     char key[160];
     for (int i = 0; i < sd->nte; i++) {
@@ -129,11 +130,27 @@ static sdc_status check_text(run *r, const sdc_sd *sd) {
     return SDC_OK;
 }
 
-static sdc_status check_unet(run *r, const sdc_sd *sd) {
+/* The UNet's output, and with unet/in/target the gradients of
+ * mean((out − target)²) through the tape: sample, encoder_hidden_states and
+ * every unet/grad/param/<name> the golden has. */
+static sdc_status check_unet(run *r, sdc_sd *sd) {
     if (!sdc_golden_has(&r->g, "unet/in/sample") || !wanted(r, "unet")) return SDC_OK;
+    int grads = sdc_golden_has(&r->g, "unet/in/target") && sdc_golden_has(&r->g, "unet/grad/sample");
+    sdc_tape tape;
+    sdc_params *p = &sd->unet->params;
+    if (grads) {
+        SDC_TRY(sdc_tape_init(&tape, r->c->arena, r->err));
+        sdc_status st = sdc_params_alloc_grad(p, r->err);
+        if (st != SDC_OK) {
+            sdc_tape_free(&tape);
+            return st;
+        }
+        sdc_tape_watch(&tape, p->data, p->grad, p->total);
+    }
     size_t mark = sdc_arena_mark(r->c->arena);
     sdc_tensor x, ctx, te;
     double *ts = NULL, *tids = NULL;
+    float *out = NULL, *target = NULL;
     int64_t shape[8];
     int nd;
     sdc_status st = upload_key(r, "unet/in/sample", &x);
@@ -149,12 +166,54 @@ static sdc_status check_unet(run *r, const sdc_sd *sd) {
     }
     if (st == SDC_OK) st = sdc_unet_check_size(&sd->unet->cfg, x.shape[2], x.shape[3], r->err);
     if (st == SDC_OK) {
+        if (grads) r->c->tape = &tape;
         sdc_tensor y = sdc_unet_forward(r->c, NULL, sd->unet, &x, &cond);
+        r->c->tape = NULL;
         st = compare_tensor(r, "unet/out/sample", &y);
+        size_t n = (size_t)sdc_tensor_numel(&y);
+        if (st == SDC_OK && grads) {
+            out = malloc(n * sizeof *out);
+            st = out ? sdc_golden_f32(&r->g, "unet/in/target", &target, shape, &nd, r->err)
+                     : sdc_fail(r->err, SDC_ENOMEM, "out of memory");
+        }
+        if (st == SDC_OK && grads) {
+            sdc_op_download(r->c, out, &y);
+            for (size_t i = 0; i < n; i++) out[i] = 2.0f * (out[i] - target[i]) / (float)n; /* d mean(d²)/d out */
+            sdc_tape_zero_grads(&tape, r->c->arena);
+            sdc_tensor gy = sdc_tape_grad(&tape, &y);
+            r->c->be->upload(&gy, out);
+            st = sdc_tape_backward(r->c, &tape, r->err);
+            if (st == SDC_OK) {
+                sdc_tensor gx = sdc_tape_grad(&tape, &x), gc = sdc_tape_grad(&tape, &ctx);
+                st = compare_tensor(r, "unet/grad/sample", &gx);
+                if (st == SDC_OK) st = compare_tensor(r, "unet/grad/encoder_hidden_states", &gc);
+            }
+            /* parameters: relative error, except where the reference gradient
+             * is zero in exact arithmetic (a bias right before a GroupNorm of
+             * one channel per group: ~1e-17 in fp64, rounding noise in fp32) */
+            for (size_t i = 0; st == SDC_OK && i < p->count; i++) {
+                char key[600];
+                snprintf(key, sizeof key, "unet/grad/param/%s", p->items[i].name);
+                if (!sdc_golden_has(&r->g, key)) continue;
+                float *ref;
+                int64_t rs[8];
+                int rn;
+                st = sdc_golden_f32(&r->g, key, &ref, rs, &rn, r->err);
+                if (st != SDC_OK) break;
+                double norm = 0;
+                for (int64_t j = 0; j < p->items[i].numel; j++) norm += (double)ref[j] * ref[j];
+                free(ref);
+                if (sqrt(norm) < 1e-12) {
+                    r->sum->zero_grads++;
+                    continue;
+                }
+                st = compare(r, key, p->grad + p->items[i].offset, (size_t)p->items[i].numel);
+            }
+        }
     }
-    free(ts);
-    free(tids);
+    free(ts), free(tids), free(out), free(target);
     sdc_arena_release(r->c->arena, mark);
+    if (grads) sdc_tape_free(&tape);
     return st;
 }
 

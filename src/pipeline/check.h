@@ -18,6 +18,7 @@ typedef struct sdc_check_opts {
 
 typedef struct sdc_check_summary {
     int checked, failed, skipped;
+    int zero_grads; /* parameter gradients that are zero in the reference (not comparable relatively) */
     double worst;
     char worst_key[128];
 } sdc_check_summary;
