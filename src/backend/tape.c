@@ -17,6 +17,11 @@ sdc_status sdc_tape_init(sdc_tape *t, const sdc_arena *arena, sdc_error *err) {
 }
 
 void sdc_tape_free(sdc_tape *t) {
+    if (t->sub) {
+        free(t->sub->ops);
+        free(t->sub->ids);
+        free(t->sub);
+    }
     free(t->ops);
     free(t->ids);
     free(t->shadow);
@@ -116,9 +121,48 @@ static void accumulate(sdc_ctx *c, sdc_tensor *gx, const sdc_tensor *d) {
 /* A fresh arena buffer shaped like x, for an op's assigned input gradient. */
 static sdc_tensor temp_like(sdc_ctx *c, const sdc_tensor *x) { return sdc_ctx_alloc(c, x->ndim, x->shape); }
 
-static void backward_op(sdc_ctx *c, const sdc_tape *t, const sdc_tape_op *op) {
+static void backward_ops(sdc_ctx *c, sdc_tape *t);
+
+/* Redo a checkpointed module on the sub-tape and differentiate it: the
+ * recomputed output's gradient is the recorded output's. */
+static void backward_checkpoint(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op, const sdc_tensor *g) {
+    if (!t->sub) {
+        t->sub = calloc(1, sizeof *t->sub);
+        SDC_ASSERT(t->sub); /* a few bytes; the ops array grows as it records */
+    }
+    sdc_tape *sub = t->sub;
+    sdc_tape_op *ops = sub->ops;
+    int32_t *ids = sub->ids;
+    size_t cap = sub->cap, ids_cap = sub->ids_cap;
+    *sub = *t; /* same shadow and watched stores */
+    sub->ops = ops, sub->cap = cap, sub->ids = ids, sub->ids_cap = ids_cap;
+    sub->n = sub->nids = 0;
+    sub->failed = 0;
+    sub->checkpointing = 0;
+    sub->sub = NULL;
+    size_t mark = sdc_arena_mark(c->arena);
+    c->tape = sub;
+    sdc_tensor y = op->fn(c, op->module, &op->in[0], op->in[1].data ? &op->in[1] : NULL);
+    c->tape = NULL;
+    SDC_ASSERT(!sub->failed && sdc_tensor_numel(&y) == sdc_tensor_numel(g));
+    /* fresh activations: clear their gradients, then seed the output's */
+    memset((unsigned char *)t->shadow + mark, 0, c->arena->used - mark);
+    sdc_tensor gy = sdc_tape_grad(sub, &y);
+    memcpy(gy.data, g->data, sdc_tensor_nbytes(&y));
+    backward_ops(c, sub);
+    ops = sub->ops, ids = sub->ids, cap = sub->cap, ids_cap = sub->ids_cap;
+    memset(sub, 0, sizeof *sub);
+    sub->ops = ops, sub->cap = cap, sub->ids = ids, sub->ids_cap = ids_cap;
+    sdc_arena_release(c->arena, mark);
+}
+
+static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
     sdc_tensor g = sdc_tape_grad(t, &op->out);
     if (!g.data) return;
+    if (op->kind == SDC_TAPE_CHECKPOINT) {
+        backward_checkpoint(c, t, op, &g);
+        return;
+    }
     const sdc_tensor *x = &op->in[0], *y = &op->in[1], *z = &op->in[2];
     sdc_tensor gx, gy, gz;
     int wx = wants(t, x, &gx), wy = wants(t, y, &gy), wz = wants(t, z, &gz);
@@ -227,8 +271,13 @@ static void backward_op(sdc_ctx *c, const sdc_tape *t, const sdc_tape_op *op) {
     case SDC_TAPE_EMBEDDING:
         if (wx) sdc_op_embedding_backward(c, &gx, &g, t->ids + (uintptr_t)op->ids, op->n);
         break;
+    case SDC_TAPE_CHECKPOINT: break; /* handled above */
     }
     sdc_arena_release(c->arena, mark);
+}
+
+static void backward_ops(sdc_ctx *c, sdc_tape *t) {
+    for (size_t i = t->n; i-- > 0;) backward_op(c, t, &t->ops[i]);
 }
 
 sdc_status sdc_tape_backward(sdc_ctx *c, sdc_tape *t, sdc_error *err) {
@@ -236,7 +285,21 @@ sdc_status sdc_tape_backward(sdc_ctx *c, sdc_tape *t, sdc_error *err) {
     /* the ops used below must not record themselves */
     sdc_tape *saved = c->tape;
     c->tape = NULL;
-    for (size_t i = t->n; i-- > 0;) backward_op(c, t, &t->ops[i]);
+    backward_ops(c, t);
     c->tape = saved;
     return SDC_OK;
+}
+
+sdc_tensor sdc_checkpoint(sdc_ctx *c, sdc_checkpoint_fn fn, const void *module, const sdc_tensor *x,
+                          const sdc_tensor *y) {
+    sdc_tape *t = c->tape;
+    if (!t || !t->checkpointing) return fn(c, module, x, y);
+    c->tape = NULL; /* the module frees its temporaries as in inference */
+    sdc_tensor out = fn(c, module, x, y);
+    c->tape = t;
+    sdc_tape_op op = {.kind = SDC_TAPE_CHECKPOINT, .out = out, .fn = fn, .module = module};
+    op.in[0] = *x;
+    if (y) op.in[1] = *y;
+    sdc_tape_record(t, &op);
+    return out;
 }

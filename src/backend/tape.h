@@ -43,7 +43,11 @@ typedef enum sdc_tape_kind {
     SDC_TAPE_FROM_TOKENS,
     SDC_TAPE_UPSAMPLE2X,
     SDC_TAPE_EMBEDDING,
+    SDC_TAPE_CHECKPOINT, /* a module run without recording, recomputed in backward */
 } sdc_tape_kind;
+
+/* A checkpointable module call: out = fn(module, x, y) (y may be NULL). */
+typedef sdc_tensor (*sdc_checkpoint_fn)(sdc_ctx *c, const void *module, const sdc_tensor *x, const sdc_tensor *y);
 
 typedef struct sdc_tape_op {
     sdc_tape_kind kind;
@@ -52,6 +56,8 @@ typedef struct sdc_tape_op {
     float f0, f1;          /* eps, scale, alpha/beta */
     const int32_t *ids;    /* embedding: a copy owned by the tape */
     int64_t n;
+    sdc_checkpoint_fn fn;  /* checkpoint: the module call to redo */
+    const void *module;
 } sdc_tape_op;
 
 #define SDC_TAPE_MAX_STORES 4
@@ -73,6 +79,8 @@ typedef struct sdc_tape {
         size_t n;
     } stores[SDC_TAPE_MAX_STORES];
     int nstores;
+    int checkpointing;    /* gradient checkpointing: modules run through sdc_checkpoint */
+    struct sdc_tape *sub; /* the tape a checkpointed module is recomputed on (reused) */
 } sdc_tape;
 
 /* A tape over c's arena (the shadow is as large as the arena: pages are
@@ -94,5 +102,14 @@ void sdc_tape_zero_grads(sdc_tape *t, const sdc_arena *arena);
  * been written into their sdc_tape_grad buffers (the seed). Temporaries come
  * from c's arena and are released. */
 sdc_status sdc_tape_backward(sdc_ctx *c, sdc_tape *t, sdc_error *err);
+
+/* Gradient checkpointing: with a recording tape whose `checkpointing` is
+ * set, runs fn without recording (its temporaries are freed at once) and
+ * records one op that, in backward, runs fn again on a sub-tape and
+ * differentiates it. Otherwise just calls fn. Gradients are the same either
+ * way (the recomputation repeats the same deterministic ops); memory holds
+ * only module boundaries plus one module's activations at a time. */
+sdc_tensor sdc_checkpoint(sdc_ctx *c, sdc_checkpoint_fn fn, const void *module, const sdc_tensor *x,
+                          const sdc_tensor *y);
 
 #endif

@@ -1,5 +1,7 @@
 #include "models/unet.h"
 
+#include "backend/tape.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,6 +191,17 @@ static sdc_tensor time_embedding(sdc_ctx *c, const sdc_unet *u, const sdc_unet_c
     return temb;
 }
 
+/* The units diffusers checkpoints under gradient_checkpointing: each ResNet
+ * block and each Transformer2DModel. */
+static sdc_tensor ck_resnet(sdc_ctx *c, const void *m, const sdc_tensor *x, const sdc_tensor *temb) {
+    return sdc_resnet_forward(c, NULL, m, x, temb);
+}
+static sdc_tensor ck_transformer(sdc_ctx *c, const void *m, const sdc_tensor *x, const sdc_tensor *context) {
+    return sdc_transformer2d_forward(c, NULL, m, x, context);
+}
+#define RESNET(r, x) sdc_checkpoint(c, ck_resnet, (r), (x), &temb)
+#define TRANSFORMER(t, x) sdc_checkpoint(c, ck_transformer, (t), (x), ctx)
+
 sdc_tensor sdc_unet_forward(sdc_ctx *c, sdc_tensor *into, const sdc_unet *u, const sdc_tensor *x,
                             const sdc_unet_cond *cond) {
     const sdc_unet_config *cfg = &u->cfg;
@@ -209,8 +222,8 @@ sdc_tensor sdc_unet_forward(sdc_ctx *c, sdc_tensor *into, const sdc_unet *u, con
     for (int i = 0; i < L; i++) {
         const sdc_unet_level *l = &u->down[i];
         for (int j = 0; j < l->nres; j++) {
-            h = sdc_resnet_forward(c, NULL, &l->resnets[j], &h, &temb);
-            if (l->attn) h = sdc_transformer2d_forward(c, NULL, &l->attns[j], &h, ctx);
+            h = RESNET(&l->resnets[j], &h);
+            if (l->attn) h = TRANSFORMER(&l->attns[j], &h);
             skips[nskip++] = h;
         }
         if (l->has_sampler) {
@@ -219,17 +232,17 @@ sdc_tensor sdc_unet_forward(sdc_ctx *c, sdc_tensor *into, const sdc_unet *u, con
         }
     }
     if (cfg->mid_block) {
-        h = sdc_resnet_forward(c, NULL, &u->mid_res[0], &h, &temb);
-        h = sdc_transformer2d_forward(c, NULL, &u->mid_attn, &h, ctx);
-        h = sdc_resnet_forward(c, NULL, &u->mid_res[1], &h, &temb);
+        h = RESNET(&u->mid_res[0], &h);
+        h = TRANSFORMER(&u->mid_attn, &h);
+        h = RESNET(&u->mid_res[1], &h);
     }
     for (int i = 0; i < L; i++) {
         const sdc_unet_level *l = &u->up[i];
         for (int j = 0; j < l->nres; j++) {
             SDC_ASSERT(nskip > 0);
             sdc_tensor cat = sdc_op_concat1(c, NULL, &h, &skips[--nskip]);
-            h = sdc_resnet_forward(c, NULL, &l->resnets[j], &cat, &temb);
-            if (l->attn) h = sdc_transformer2d_forward(c, NULL, &l->attns[j], &h, ctx);
+            h = RESNET(&l->resnets[j], &cat);
+            if (l->attn) h = TRANSFORMER(&l->attns[j], &h);
         }
         if (l->has_sampler) {
             sdc_tensor up = sdc_op_upsample2x(c, NULL, &h);

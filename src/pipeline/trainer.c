@@ -23,6 +23,7 @@ sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_params *train, c
     if (o->use_ema) SDC_TRY(sdc_ema_init(&t->ema, train->data, train->total, &o->ema, err));
     SDC_TRY(sdc_tape_init(&t->tape, arena, err));
     sdc_tape_watch(&t->tape, train->data, train->grad, train->total);
+    t->tape.checkpointing = o->gradient_checkpointing;
     t->ctx = (sdc_ctx){sdc_cpu_backend(), {SDC_CPU, 0}, arena, &t->tape};
     return SDC_OK;
 }

@@ -27,6 +27,7 @@ typedef struct sdc_trainer_opts {
     sdc_lr_schedule lr;
     int use_ema;
     sdc_ema_hparams ema;
+    int gradient_checkpointing; /* recompute each ResNet/transformer block in backward */
 } sdc_trainer_opts;
 
 typedef struct sdc_train_batch {
