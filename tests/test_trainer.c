@@ -67,7 +67,7 @@ static void run_case(fixture *f, const char *name, sdc_params *train, const sdc_
                      double loss_tol) {
     sdc_error err = {0};
     sdc_trainer t;
-    REQUIRE_OK(sdc_trainer_init(&t, f->u, train, &f->sched, o, &f->arena, &err), &err);
+    REQUIRE_OK(sdc_trainer_init(&t, f->u, NULL, 0, &train, 1, &f->sched, o, &f->arena, &err), &err);
     char key[256];
     int64_t s0[8], s1[8], s2[8], s3[8];
     snprintf(key, sizeof key, "%s/in/x0", name);
@@ -338,7 +338,8 @@ TEST(trainer_gradient_checkpointing_same_gradients) {
         opts_for(&o, 1e-4, 1e-2, 1.0, SDC_LR_CONSTANT, 0, 1);
         o.gradient_checkpointing = k;
         sdc_trainer t;
-        REQUIRE_OK(sdc_trainer_init(&t, f.u, &f.u->params, &f.sched, &o, &f.arena, &err), &err);
+        sdc_params *st = &f.u->params;
+        REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
         f.arena.peak = f.arena.used;
         REQUIRE_OK(sdc_trainer_micro_step(&t, &batch, &loss[k], &err), &err);
         peak[k] = f.arena.peak;

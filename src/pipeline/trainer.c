@@ -1,5 +1,6 @@
 #include "pipeline/trainer.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,22 +8,29 @@
 #include "diffusion/training.h"
 #include "train/grad_clip.h"
 
-sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_params *train, const sdc_sched_config *sched,
+sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const *te, int nte,
+                            sdc_params *const *train, int ntrain, const sdc_sched_config *sched,
                             const sdc_trainer_opts *o, sdc_arena *arena, sdc_error *err) {
     memset(t, 0, sizeof *t);
+    SDC_ASSERT(ntrain >= 1 && ntrain <= SDC_TRAIN_MAX_STORES && nte >= 0 && nte <= 2);
     t->unet = unet;
-    t->train = train;
+    t->nte = nte;
+    for (int i = 0; i < nte; i++) t->te[i] = te[i];
+    t->ntrain = ntrain;
+    for (int i = 0; i < ntrain; i++) t->train[i] = train[i];
     t->o = *o;
     if (t->o.grad_accum < 1) return sdc_fail(err, SDC_EINVAL, "gradient_accumulation_steps must be at least 1");
     t->n_ac = sched->num_train_timesteps;
     t->alphas_cumprod = malloc((size_t)t->n_ac * sizeof *t->alphas_cumprod);
     if (!t->alphas_cumprod) return sdc_fail(err, SDC_ENOMEM, "out of memory");
     SDC_TRY(sdc_sched_alphas_cumprod_f32(sched, t->alphas_cumprod, err));
-    if (!train->grad) SDC_TRY(sdc_params_alloc_grad(train, err));
-    SDC_TRY(sdc_adamw_init(&t->opt, train->total, &o->adam, err));
-    if (o->use_ema) SDC_TRY(sdc_ema_init(&t->ema, train->data, train->total, &o->ema, err));
     SDC_TRY(sdc_tape_init(&t->tape, arena, err));
-    sdc_tape_watch(&t->tape, train->data, train->grad, train->total);
+    for (int i = 0; i < ntrain; i++) {
+        if (!train[i]->grad) SDC_TRY(sdc_params_alloc_grad(train[i], err));
+        SDC_TRY(sdc_adamw_init(&t->opt[i], train[i]->total, &o->adam, err));
+        sdc_tape_watch(&t->tape, train[i]->data, train[i]->grad, train[i]->total);
+    }
+    if (o->use_ema) SDC_TRY(sdc_ema_init(&t->ema, train[0]->data, train[0]->total, &o->ema, err));
     t->tape.checkpointing = o->gradient_checkpointing;
     t->ctx = (sdc_ctx){sdc_cpu_backend(), {SDC_CPU, 0}, arena, &t->tape};
     return SDC_OK;
@@ -30,10 +38,31 @@ sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_params *train, c
 
 void sdc_trainer_free(sdc_trainer *t) {
     free(t->alphas_cumprod);
-    sdc_adamw_free(&t->opt);
+    for (int i = 0; i < t->ntrain; i++) sdc_adamw_free(&t->opt[i]);
     if (t->o.use_ema) sdc_ema_free(&t->ema);
     sdc_tape_free(&t->tape);
     memset(t, 0, sizeof *t);
+}
+
+/* Text encoders inside the step, as the scripts with --train_text_encoder:
+ * SD: last_hidden_state; SDXL: both encoders' penultimate states
+ * concatenated, pooled = text_encoder_2's projection. */
+static void encode(sdc_ctx *c, sdc_trainer *t, const sdc_train_batch *b, sdc_tensor *ctx, sdc_tensor *pooled) {
+    const int64_t B = b->B, T = b->T;
+    if (t->nte == 1) {
+        sdc_clip_text_out o;
+        sdc_clip_text_forward(c, t->te[0], b->input_ids[0], B, T, 0, &o);
+        *ctx = o.last_hidden;
+        return;
+    }
+    sdc_clip_text_out o0, o1;
+    sdc_clip_text_forward(c, t->te[0], b->input_ids[0], B, T, -2, &o0);
+    sdc_clip_text_forward(c, t->te[1], b->input_ids[1], B, T, -2, &o1);
+    int64_t D0 = o0.hidden.shape[2], D1 = o1.hidden.shape[2];
+    sdc_tensor a = sdc_reshape(&o0.hidden, B * T, D0, 1), h = sdc_reshape(&o1.hidden, B * T, D1, 1);
+    sdc_tensor cat = sdc_op_concat1(c, NULL, &a, &h);
+    *ctx = sdc_reshape(&cat, B, T, D0 + D1);
+    *pooled = o1.text_embeds;
 }
 
 sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, double *loss, sdc_error *err) {
@@ -41,6 +70,12 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
     const sdc_unet_config *cfg = &t->unet->cfg;
     const int B = b->B;
     const int64_t C = cfg->in_channels, per = C * b->h * b->w, n = B * per;
+    if (t->nte) {
+        for (int e = 0; e < t->nte; e++) {
+            if (!b->input_ids[e]) return sdc_fail(err, SDC_EINVAL, "the batch has no token ids for text encoder %d", e + 1);
+            SDC_TRY(sdc_clip_text_check_ids(t->te[e], b->input_ids[e], B * b->T, err));
+        }
+    }
     for (int i = 0; i < B; i++)
         if (b->t[i] < 0 || b->t[i] >= t->n_ac)
             return sdc_fail(err, SDC_EINVAL, "timestep %lld outside [0, %d)", (long long)b->t[i], t->n_ac);
@@ -68,17 +103,20 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
         sdc_tape *tape = c->tape;
         c->tape = NULL; /* inputs are leaves: no need to record their uploads */
         sdc_tensor x = sdc_op_upload(c, NULL, 4, SDC_SHAPE(B, C, b->h, b->w), noisy);
-        sdc_tensor ctx = sdc_op_upload(c, NULL, 3, SDC_SHAPE(B, b->S, cfg->cross_attention_dim), b->context);
-        sdc_tensor te = {0};
+        sdc_tensor ctx = {0}, te = {0};
+        int64_t P = cfg->text_time ? cfg->projection_class_embeddings_input_dim - 6 * cfg->addition_time_embed_dim : 0;
+        if (!t->nte) {
+            ctx = sdc_op_upload(c, NULL, 3, SDC_SHAPE(B, b->S, cfg->cross_attention_dim), b->context);
+            if (P) te = sdc_op_upload(c, NULL, 2, SDC_SHAPE(B, P), b->text_embeds);
+        }
+        c->tape = tape;
+        if (t->nte) encode(c, t, b, &ctx, &te);
         sdc_unet_cond cond = {.context = &ctx, .timesteps = ts};
         if (cfg->text_time) {
-            int64_t P = cfg->projection_class_embeddings_input_dim - 6 * cfg->addition_time_embed_dim;
-            te = sdc_op_upload(c, NULL, 2, SDC_SHAPE(B, P), b->text_embeds);
             cond.text_embeds = &te;
             cond.time_ids = b->time_ids;
             cond.n_time_ids = 6;
         }
-        c->tape = tape;
         sdc_tensor y = sdc_unet_forward(c, NULL, t->unet, &x, &cond);
         sdc_op_download(c, pred, &y);
         *loss = sdc_train_mse_loss(pred, target, B, per, weights, NULL);
@@ -99,21 +137,28 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
 
 sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double *lr, int *skipped, sdc_error *err) {
     (void)err;
-    sdc_params *p = t->train;
-    double norm = sdc_grad_norm(p->grad, p->total);
+    /* one global norm over every trained store, as clip_grad_norm_ over the
+     * optimizer's parameters */
+    double ss = 0;
+    for (int i = 0; i < t->ntrain; i++) ss += sdc_grad_sumsq(t->train[i]->grad, t->train[i]->total);
+    double norm = sqrt(ss);
     *grad_norm = norm;
     *skipped = 0;
     t->micro = 0;
     if (!sdc_grad_finite(norm)) {
         *skipped = 1;
-        memset(p->grad, 0, p->total * sizeof *p->grad);
+        for (int i = 0; i < t->ntrain; i++) memset(t->train[i]->grad, 0, t->train[i]->total * sizeof(float));
         return SDC_OK;
     }
-    if (t->o.max_grad_norm > 0) sdc_grad_scale(p->grad, p->total, sdc_grad_clip_coef(norm, t->o.max_grad_norm));
+    float coef = t->o.max_grad_norm > 0 ? sdc_grad_clip_coef(norm, t->o.max_grad_norm) : 1.0f;
     *lr = sdc_lr_at(&t->o.lr, t->step);
-    sdc_adamw_step(&t->opt, p->data, p->grad, *lr);
-    if (t->o.use_ema) sdc_ema_step(&t->ema, p->data);
-    memset(p->grad, 0, p->total * sizeof *p->grad);
+    for (int i = 0; i < t->ntrain; i++) {
+        sdc_params *p = t->train[i];
+        if (coef != 1.0f) sdc_grad_scale(p->grad, p->total, coef);
+        sdc_adamw_step(&t->opt[i], p->data, p->grad, *lr);
+        memset(p->grad, 0, p->total * sizeof *p->grad);
+    }
+    if (t->o.use_ema) sdc_ema_step(&t->ema, t->train[0]->data);
     t->step++;
     return SDC_OK;
 }

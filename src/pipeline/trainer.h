@@ -13,6 +13,7 @@
 
 #include "backend/tape.h"
 #include "diffusion/schedule.h"
+#include "models/clip_text.h"
 #include "models/unet.h"
 #include "train/adamw.h"
 #include "train/ema.h"
@@ -32,6 +33,10 @@ typedef struct sdc_trainer_opts {
 
 typedef struct sdc_train_batch {
     int B;
+    /* With text encoders in the step (text-encoder training): token ids
+     * [B, T] per encoder; context/text_embeds are then computed, not given. */
+    const int32_t *input_ids[2];
+    int64_t T;
     const float *x0;       /* [B, C, h, w] latents × VAE scaling factor */
     const float *noise;    /* [B, C, h, w] (noise offset / perturbation already applied by the caller) */
     const int64_t *t;      /* [B] */
@@ -41,21 +46,30 @@ typedef struct sdc_train_batch {
     const double *time_ids;   /* SDXL: [B, 6] */
 } sdc_train_batch;
 
+#define SDC_TRAIN_MAX_STORES 4
+
 typedef struct sdc_trainer {
     sdc_unet *unet;
-    sdc_params *train; /* the trained parameters and their gradients */
+    sdc_clip_text *te[2]; /* run inside the step when set */
+    int nte;
+    sdc_params *train[SDC_TRAIN_MAX_STORES]; /* the trained parameters and their gradients */
+    int ntrain;
     sdc_trainer_opts o;
     float *alphas_cumprod;
     int n_ac;
-    sdc_adamw opt;
-    sdc_ema ema;
+    sdc_adamw opt[SDC_TRAIN_MAX_STORES]; /* one AdamW state per store; one global clip */
+    sdc_ema ema; /* of train[0] */
     sdc_tape tape;
     sdc_ctx ctx;
     int micro;    /* micro-batches accumulated since the last optimizer step */
     int64_t step; /* optimizer steps taken */
 } sdc_trainer;
 
-sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_params *train, const sdc_sched_config *sched,
+/* train: the stores to optimise (the UNet's parameters, LoRA sets, text
+ * encoders'), as one optimizer over all of them. te: text encoders to run
+ * inside the step (nte 0: the batch gives the context). */
+sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const *te, int nte,
+                            sdc_params *const *train, int ntrain, const sdc_sched_config *sched,
                             const sdc_trainer_opts *o, sdc_arena *arena, sdc_error *err);
 void sdc_trainer_free(sdc_trainer *t);
 /* Forward and backward of one micro-batch; *loss is its (unscaled) loss. */
