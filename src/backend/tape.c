@@ -5,13 +5,14 @@
 
 #include "backend/ops.h"
 #include "backend/ops_backward.h"
+#include "core/vmem.h"
 
 sdc_status sdc_tape_init(sdc_tape *t, const sdc_arena *arena, sdc_error *err) {
     memset(t, 0, sizeof *t);
     t->arena_base = arena->base;
     t->arena_cap = arena->cap;
     /* 64-byte alignment of arena offsets carries over to the shadow */
-    t->shadow = aligned_alloc(64, (arena->cap + 63) & ~(size_t)63);
+    t->shadow = sdc_vm_reserve(arena->cap);
     if (!t->shadow) return sdc_fail(err, SDC_ENOMEM, "cannot reserve %zu MiB for activation gradients", arena->cap >> 20);
     return SDC_OK;
 }
@@ -24,7 +25,7 @@ void sdc_tape_free(sdc_tape *t) {
     }
     free(t->ops);
     free(t->ids);
-    free(t->shadow);
+    sdc_vm_free(t->shadow, t->arena_cap);
     memset(t, 0, sizeof *t);
 }
 

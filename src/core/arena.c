@@ -3,20 +3,23 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/vmem.h"
+
 #define ARENA_ALIGN 64
 
 sdc_status sdc_arena_init(sdc_arena *a, size_t cap, sdc_error *err) {
     memset(a, 0, sizeof *a);
     cap = (cap + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
     if (cap == 0) return SDC_OK;
-    a->base = aligned_alloc(ARENA_ALIGN, cap);
-    if (!a->base) return sdc_fail(err, SDC_ENOMEM, "arena: cannot allocate %zu bytes", cap);
+    /* page-aligned (so 64-byte aligned), committed as touched */
+    a->base = sdc_vm_reserve(cap);
+    if (!a->base) return sdc_fail(err, SDC_ENOMEM, "arena: cannot reserve %zu MiB of address space", cap >> 20);
     a->cap = cap;
     return SDC_OK;
 }
 
 void sdc_arena_free(sdc_arena *a) {
-    free(a->base);
+    sdc_vm_free(a->base, a->cap);
     memset(a, 0, sizeof *a);
 }
 
