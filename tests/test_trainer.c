@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/ops.h"
 #include "io/model.h"
 #include "nn/lora_attach.h"
 #include "pipeline/golden.h"
@@ -290,7 +291,7 @@ TEST(trainer_lora_matches_peft) {
     sdc_error err = {0};
     static const char *const targets[] = {"to_k", "to_q", "to_v", "to_out.0"};
     sdc_lora_set ls;
-    REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, targets, 4, 4, 4.0f, "unet_lora", &err), &err);
+    REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, targets, 4, 4, 4.0f, SDC_LORA_INIT_GAUSSIAN, "unet_lora", &err), &err);
     CHECK_EQ_INT(ls.count, 48);
     /* the reference's initial adapters */
     for (size_t i = 0; i < ls.params.count; i++) {
@@ -355,5 +356,85 @@ TEST(trainer_gradient_checkpointing_same_gradients) {
         fprintf(stderr, "    activation peak: %.2f MiB stored, %.2f MiB checkpointed\n", peak[0] / 1048576.0,
                 peak[1] / 1048576.0);
     free(grads[0]), free(grads[1]), free(x0), free(noise), free(ctx), free(x0d), free(nd), free(td), free(cd);
+    teardown(&f);
+}
+
+/* Determinism: the same inputs give bit-identical weights, and a LoRA
+ * adapter with B = 0 leaves the model's output unchanged. */
+TEST(trainer_deterministic_and_lora_starts_at_base) {
+    fixture f;
+    if (!setup(&f)) return;
+    sdc_error err = {0};
+    sdc_params init;
+    snapshot(&init, &f.u->params);
+    float *w[2];
+    for (int k = 0; k < 2; k++) {
+        memcpy(f.u->params.data, init.data, init.total * sizeof(float));
+        sdc_trainer_opts o;
+        opts_for(&o, 1e-4, 1e-2, 1.0, SDC_LR_CONSTANT, 0, 2);
+        sdc_trainer t;
+        sdc_params *st = &f.u->params;
+        REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+        int64_t s0[8], s1[8], s2[8], s3[8];
+        double *x0d = get64(&f, "full_eps/in/x0", s0), *nd = get64(&f, "full_eps/in/noise", s1);
+        double *td = get64(&f, "full_eps/in/timesteps", s2), *cd = get64(&f, "full_eps/in/encoder_hidden_states", s3);
+        const int64_t per = s0[2] * s0[3] * s0[4];
+        float *x0 = malloc((size_t)(2 * per) * sizeof *x0), *noise = malloc((size_t)(2 * per) * sizeof *noise);
+        float *ctx = malloc((size_t)(2 * 77 * 32) * sizeof *ctx);
+        for (int64_t i = 0; i < 2 * per; i++) x0[i] = (float)x0d[i], noise[i] = (float)nd[i];
+        for (int64_t i = 0; i < 2 * 77 * 32; i++) ctx[i] = (float)cd[i];
+        int64_t ts[2] = {(int64_t)td[0], (int64_t)td[1]};
+        sdc_train_batch b = {.B = 2, .x0 = x0, .noise = noise, .t = ts, .context = ctx, .h = s0[3], .w = s0[4], .S = 77};
+        for (int step = 0; step < 2; step++) {
+            double loss, gn, lr;
+            int skipped;
+            REQUIRE_OK(sdc_trainer_micro_step(&t, &b, &loss, &err), &err);
+            REQUIRE_OK(sdc_trainer_optimizer_step(&t, &gn, &lr, &skipped, &err), &err);
+        }
+        w[k] = malloc(f.u->params.total * sizeof(float));
+        memcpy(w[k], f.u->params.data, f.u->params.total * sizeof(float));
+        sdc_trainer_free(&t);
+        free(x0), free(noise), free(ctx), free(x0d), free(nd), free(td), free(cd);
+    }
+    CHECK(memcmp(w[0], w[1], f.u->params.total * sizeof(float)) == 0);
+    CHECK(memcmp(w[0], init.data, f.u->params.total * sizeof(float)) != 0);
+    free(w[0]), free(w[1]);
+
+    /* fresh PEFT-initialised adapters (B = 0): the UNet computes the same */
+    memcpy(f.u->params.data, init.data, init.total * sizeof(float));
+    static const char *const targets[] = {"to_q", "to_k", "to_v", "to_out.0"};
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &f.arena, NULL};
+    float x[2 * 4 * 16 * 16], ctx[2 * 77 * 32], out[2][2 * 4 * 16 * 16];
+    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+    for (size_t i = 0; i < sizeof ctx / sizeof *ctx; i++) ctx[i] = (float)((i * 53) % 97) / 48.0f - 1.0f;
+    double ts[2] = {10, 700};
+    for (int k = 0; k < 2; k++) {
+        sdc_lora_set ls;
+        if (k) {
+            REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, targets, 4, 8, 8.0f, SDC_LORA_INIT_PEFT, "unet_lora", &err),
+                       &err);
+            sdc_params_init_random(&ls.params, 3);
+        }
+        size_t mark = sdc_arena_mark(&f.arena);
+        sdc_tensor xt = sdc_op_upload(&c, NULL, 4, SDC_SHAPE(2, 4, 16, 16), x);
+        sdc_tensor ct = sdc_op_upload(&c, NULL, 3, SDC_SHAPE(2, 77, 32), ctx);
+        sdc_unet_cond cond = {.context = &ct, .timesteps = ts};
+        sdc_tensor y = sdc_unet_forward(&c, NULL, f.u, &xt, &cond);
+        sdc_op_download(&c, out[k], &y);
+        sdc_arena_release(&f.arena, mark);
+        if (k) {
+            /* A drawn within ±1/√in, B exactly 0 */
+            const sdc_param *a = &ls.params.items[0], *bb = &ls.params.items[1];
+            float bound = 1.0f / sqrtf((float)a->slot->shape[1]), amax = 0;
+            for (int64_t i = 0; i < a->numel; i++) amax = fmaxf(amax, fabsf(((float *)a->slot->data)[i]));
+            CHECK(amax > 0.5f * bound && amax <= bound);
+            for (int64_t i = 0; i < bb->numel; i++) CHECK(((float *)bb->slot->data)[i] == 0.0f);
+            sdc_lora_detach(&ls);
+        }
+    }
+    double e = sdc_rel_err(out[1], out[0], sizeof out[0] / sizeof out[0][0]);
+    /* x·Aᵀ·Bᵀ with B = 0 adds exact zeros */
+    CHECK_MSG(e == 0.0, "LoRA with B = 0 changed the output by %.3g", e);
+    snapshot_free(&init);
     teardown(&f);
 }

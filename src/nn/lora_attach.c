@@ -16,7 +16,7 @@ static int matches(const char *param, const char *target) {
 }
 
 sdc_status sdc_lora_attach(sdc_lora_set *s, sdc_params *model, const char *const *targets, int ntargets, int rank,
-                           float alpha, const char *component, sdc_error *err) {
+                           float alpha, sdc_lora_init init, const char *component, sdc_error *err) {
     memset(s, 0, sizeof *s);
     if (rank < 1 || rank > 4096) return sdc_fail(err, SDC_EINVAL, "LoRA rank must be in 1..4096 (got %d)", rank);
     s->rank = rank;
@@ -54,10 +54,9 @@ sdc_status sdc_lora_attach(sdc_lora_set *s, sdc_params *model, const char *const
         a->scale = alpha / (float)rank;
         char module[512];
         snprintf(module, sizeof module, "%.*s", (int)(strlen(it->name) - strlen(".weight")), it->name);
-        /* PEFT's init_lora_weights="gaussian" (what diffusers' LoRA scripts
-         * ask for): A ~ N(0, (1/r)²), B = 0, so training starts at the base model */
-        sdc_params_declare(&s->params, &a->A, sdc_init_normal(1.0f / (float)rank), 2, SDC_SHAPE(rank, l->in),
-                           "%s.lora_A.weight", module);
+        /* B = 0 either way, so training starts at the base model */
+        sdc_init ia = init == SDC_LORA_INIT_GAUSSIAN ? sdc_init_normal(1.0f / (float)rank) : sdc_init_fan_in(l->in);
+        sdc_params_declare(&s->params, &a->A, ia, 2, SDC_SHAPE(rank, l->in), "%s.lora_A.weight", module);
         sdc_params_declare(&s->params, &a->B, SDC_INIT_ZEROS, 2, SDC_SHAPE(l->out, rank), "%s.lora_B.weight", module);
         s->layers[s->count++] = l;
     }
