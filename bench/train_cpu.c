@@ -62,7 +62,7 @@ int main(int argc, char **argv) {
     sdc_params *train = &u->params;
     static const char *const targets[] = {"to_q", "to_k", "to_v", "to_out.0"};
     if (lora) {
-        if (sdc_lora_attach(&ls, &u->params, targets, 4, 4, 4.0f, SDC_LORA_INIT_GAUSSIAN, "unet_lora", &err)) {
+        if (sdc_lora_attach(&ls, &u->params, &(sdc_lora_config){.targets = targets, .ntargets = 4, .rank = 4, .alpha = 4.0f, .init = SDC_LORA_INIT_GAUSSIAN}, "unet_lora", &err)) {
             fprintf(stderr, "error: %s\n", err.msg);
             return 1;
         }

@@ -291,7 +291,7 @@ TEST(trainer_lora_matches_peft) {
     sdc_error err = {0};
     static const char *const targets[] = {"to_k", "to_q", "to_v", "to_out.0"};
     sdc_lora_set ls;
-    REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, targets, 4, 4, 4.0f, SDC_LORA_INIT_GAUSSIAN, "unet_lora", &err), &err);
+    REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, &(sdc_lora_config){.targets = targets, .ntargets = 4, .rank = 4, .alpha = 4.0f, .init = SDC_LORA_INIT_GAUSSIAN}, "unet_lora", &err), &err);
     CHECK_EQ_INT(ls.count, 48);
     /* the reference's initial adapters */
     for (size_t i = 0; i < ls.params.count; i++) {
@@ -411,7 +411,7 @@ TEST(trainer_deterministic_and_lora_starts_at_base) {
     for (int k = 0; k < 2; k++) {
         sdc_lora_set ls;
         if (k) {
-            REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, targets, 4, 8, 8.0f, SDC_LORA_INIT_PEFT, "unet_lora", &err),
+            REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, &(sdc_lora_config){.targets = targets, .ntargets = 4, .rank = 8, .alpha = 8.0f, .init = SDC_LORA_INIT_PEFT}, "unet_lora", &err),
                        &err);
             sdc_params_init_random(&ls.params, 3);
         }
@@ -436,5 +436,76 @@ TEST(trainer_deterministic_and_lora_starts_at_base) {
     /* x·Aᵀ·Bᵀ with B = 0 adds exact zeros */
     CHECK_MSG(e == 0.0, "LoRA with B = 0 changed the output by %.3g", e);
     snapshot_free(&init);
+    teardown(&f);
+}
+
+/* kohya's wider LoRA set (projections, feed-forward, and 3×3 convs with
+ * their own rank): the gradient the tape gives the adapters agrees with a
+ * central finite difference of the loss along a random direction. */
+TEST(trainer_kohya_lora_gradient_matches_finite_difference) {
+    fixture f;
+    if (!setup(&f)) return;
+    sdc_error err = {0};
+    sdc_lora_config lc = {.targets = sdc_lora_targets_kohya, .ntargets = 8, .rank = 4, .alpha = 2.0f,
+                          .conv_targets = sdc_lora_conv_targets_kohya, .nconv_targets = 3, .conv_rank = 2,
+                          .conv_alpha = 1.0f, .init = SDC_LORA_INIT_PEFT};
+    sdc_lora_set ls;
+    REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, &lc, "unet_lora", &err), &err);
+    int convs = 0;
+    for (size_t i = 0; i < ls.params.count; i++) convs += ls.params.items[i].slot->ndim == 4;
+    CHECK(convs > 20);
+    CHECK(sdc_params_find(&ls.params, "up_blocks.0.attentions.0.proj_in.lora_A.weight") != NULL);
+    CHECK(sdc_params_find(&ls.params, "down_blocks.0.resnets.0.conv1.lora_B.weight") != NULL);
+    CHECK(sdc_params_find(&ls.params, "up_blocks.0.upsamplers.0.conv.lora_A.weight") != NULL);
+    sdc_params_init_random(&ls.params, 5);
+    /* B nonzero so every adapter matters */
+    for (size_t i = 0; i < ls.params.total; i++) ls.params.data[i] += 0.01f * (float)((int)((i * 7919) % 200) - 100) / 100.0f;
+
+    sdc_trainer_opts o;
+    opts_for(&o, 1e-4, 0, 0, SDC_LR_CONSTANT, 0, 1);
+    sdc_trainer t;
+    sdc_params *st = &ls.params;
+    REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+    int64_t s0[8], s1[8], s2[8], s3[8];
+    double *x0d = get64(&f, "full_eps/in/x0", s0), *nd = get64(&f, "full_eps/in/noise", s1);
+    double *td = get64(&f, "full_eps/in/timesteps", s2), *cd = get64(&f, "full_eps/in/encoder_hidden_states", s3);
+    const int64_t per = s0[2] * s0[3] * s0[4];
+    float *x0 = malloc((size_t)(2 * per) * sizeof *x0), *noise = malloc((size_t)(2 * per) * sizeof *noise);
+    float *ctx = malloc((size_t)(2 * 77 * 32) * sizeof *ctx);
+    for (int64_t i = 0; i < 2 * per; i++) x0[i] = (float)x0d[i], noise[i] = (float)nd[i];
+    for (int64_t i = 0; i < 2 * 77 * 32; i++) ctx[i] = (float)cd[i];
+    int64_t ts[2] = {(int64_t)td[0], 400};
+    sdc_train_batch b = {.B = 2, .x0 = x0, .noise = noise, .t = ts, .context = ctx, .h = s0[3], .w = s0[4], .S = 77};
+    double loss0;
+    REQUIRE_OK(sdc_trainer_micro_step(&t, &b, &loss0, &err), &err);
+    REQUIRE_MSG(isfinite(loss0), "loss %g", loss0);
+    /* directional derivative along d = sign(grad) (the largest signal for
+     * the loss's fp32 rounding noise), by central differences at eps and
+     * eps/2 combined (Richardson) to cancel the O(eps²) curvature term */
+    size_t n = ls.params.total;
+    float *d = malloc(n * sizeof *d), *p0 = malloc(n * sizeof *p0);
+    memcpy(p0, ls.params.data, n * sizeof *p0);
+    double gd = 0;
+    for (size_t i = 0; i < n; i++) {
+        d[i] = ls.params.grad[i] > 0 ? 1.0f : ls.params.grad[i] < 0 ? -1.0f : 0.0f;
+        gd += (double)ls.params.grad[i] * d[i];
+    }
+    double fdh[2];
+    for (int k = 0; k < 2; k++) {
+        const float eps = k ? 5e-4f : 1e-3f;
+        double lp, lm;
+        for (size_t i = 0; i < n; i++) ls.params.data[i] = p0[i] + eps * d[i];
+        REQUIRE_OK(sdc_trainer_micro_step(&t, &b, &lp, &err), &err);
+        for (size_t i = 0; i < n; i++) ls.params.data[i] = p0[i] - eps * d[i];
+        REQUIRE_OK(sdc_trainer_micro_step(&t, &b, &lm, &err), &err);
+        fdh[k] = (lp - lm) / (2.0 * eps);
+    }
+    double fd = (4.0 * fdh[1] - fdh[0]) / 3.0;
+    /* measured agreement 5e-7 */
+    CHECK_MSG(fabs(fd - gd) <= 1e-4 * fabs(gd), "finite difference %.6g vs tape %.6g", fd, gd);
+    if (getenv("SDC_TEST_VERBOSE")) fprintf(stderr, "    kohya LoRA: fd %.8g tape %.8g\n", fd, gd);
+    sdc_trainer_free(&t);
+    sdc_lora_detach(&ls);
+    free(d), free(p0), free(x0), free(noise), free(ctx), free(x0d), free(nd), free(td), free(cd);
     teardown(&f);
 }

@@ -3,12 +3,16 @@
 #define SDC_NN_CONV2D_H
 
 #include "backend/ops.h"
+#include "nn/linear.h"
 #include "nn/params.h"
 
 typedef struct sdc_conv2d {
     sdc_tensor weight, bias;
     int64_t in, out;
     int kernel, stride, pad;
+    /* LoRA/LoCon: y += scale·conv1×1(conv_k(x, A), B), A [r,in,k,k] with this
+     * conv's stride and padding, B [out,r,1,1]; NULL: none */
+    const sdc_lora_adapter *lora;
 } sdc_conv2d;
 
 /* Declares "<name>.weight" and "<name>.bias" with PyTorch's default init
