@@ -170,6 +170,7 @@ MODEL = MODELS["sd"]
 B, C, H, W, L, D = 2, 4, 16, 16, 77, 32
 D_XL, POOL_XL = 64, 32  # tiny-sdxl: cross_attention_dim, pooled text embedding
 IN_DTYPE = torch.float16  # float inputs are drawn, rounded to this and stored
+VALUE_DTYPE = torch.float32  # stored final values (out/param, ema, lora, te_lora)
 TIME_IDS = [(64, 64, 0, 0, 64, 64), (96, 64, 8, 0, 64, 64)]
 PROMPTS = [
     "a photo of a cat",
@@ -384,13 +385,13 @@ def full_case(name, cfg, seed):
     named = dict(zip(names, params))
     for n in cfg["full_params"]:
         assert n not in zero, n  # relative comparison would be meaningless
-        out["out/param/" + n] = named[n].detach().clone()
+        out["out/param/" + n] = named[n].detach().to(VALUE_DTYPE)
     if ema is not None:
         shadow = dict(zip(names, ema.shadow_params))
         out["out/ema_delta_norms"] = torch.stack(
             [(shadow[n] - p0).norm() for n, p0 in zip(names, init)])
         for n in EMA_PARAMS:
-            out["out/ema/" + n] = shadow[n].clone()
+            out["out/ema/" + n] = shadow[n].to(VALUE_DTYPE)
     tensors = {"in/" + k: v for k, v in inp.items()}
     tensors.update(out)
     return {f"{name}/{k}": v.contiguous() for k, v in tensors.items()}, {"param_names": names}, zero
@@ -445,9 +446,9 @@ def lora_case(name, cfg, seed):
     inp = case_inputs(cfg, seed)
     out, _ = train(unet, params + te_params, inp, cfg, text_encoder=te)
     for n, p in zip(pnames, params):
-        out["out/lora/" + n] = p.detach().clone()
+        out["out/lora/" + n] = p.detach().to(VALUE_DTYPE)
     for n, p in zip(te_names, te_params):
-        out["out/te_lora/" + n] = p.detach().clone()
+        out["out/te_lora/" + n] = p.detach().to(VALUE_DTYPE)
     tensors.update({"in/" + k: v for k, v in inp.items()})
     tensors.update(out)
     return {f"{name}/{k}": v.contiguous() for k, v in tensors.items()}, names, []
