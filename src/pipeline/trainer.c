@@ -86,7 +86,10 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
     double *ts = malloc((size_t)B * sizeof *ts);
     sdc_status st = noisy && target && pred && snr && w && ts ? SDC_OK : sdc_fail(err, SDC_ENOMEM, "out of memory");
     if (st == SDC_OK) {
-        sdc_train_add_noise(noisy, b->x0, b->noise, b->t, B, per, t->alphas_cumprod, t->n_ac);
+        /* with input perturbation the input is noised with ε' = ε + γ·ξ while
+         * the target stays ε (train_text_to_image.py) */
+        sdc_train_add_noise(noisy, b->x0, b->input_noise ? b->input_noise : b->noise, b->t, B, per,
+                            t->alphas_cumprod, t->n_ac);
         st = sdc_train_target(target, t->o.prediction, b->x0, b->noise, b->t, B, per, t->alphas_cumprod, t->n_ac,
                               err);
     }

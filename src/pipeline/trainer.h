@@ -38,7 +38,8 @@ typedef struct sdc_train_batch {
     const int32_t *input_ids[2];
     int64_t T;
     const float *x0;       /* [B, C, h, w] latents × VAE scaling factor */
-    const float *noise;    /* [B, C, h, w] (noise offset / perturbation already applied by the caller) */
+    const float *noise;    /* [B, C, h, w]: the target's ε (noise offset already applied by the caller) */
+    const float *input_noise; /* --input_perturbation: the ε that noises the input (NULL: noise) */
     const int64_t *t;      /* [B] */
     const float *context;  /* [B, S, D] encoder_hidden_states */
     int64_t h, w, S;
