@@ -9,4 +9,11 @@ cp .devbin/sdc ./sdc
 OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 ./sdc version 2>&1 | tee "$OUT/version.txt"
-.devbin/sdc_tests 2>&1 | tee "$OUT/tests.txt" | tail -25
+OMP_WAIT_POLICY=passive .devbin/sdc_tests 2>&1 | tee "$OUT/tests.txt" | tail -25
+# CPU benchmarks on the machine's cores (sdc's CPU backend; not the GPU)
+if [ "${SDC_DEVICE_BENCH:-0}" = 1 ]; then
+  nproc | tee "$OUT/bench.txt"
+  .devbin/unet_cpu --preset sd15 --size 512 --batch 1 --iters 3 2>&1 | tee -a "$OUT/bench.txt"
+  .devbin/train_cpu --preset sd15 --size 256 --batch 1 --iters 2 --lora 2>&1 | tee -a "$OUT/bench.txt"
+  .devbin/train_cpu --preset sd15 --size 256 --batch 1 --iters 2 2>&1 | tee -a "$OUT/bench.txt"
+fi
