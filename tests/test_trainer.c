@@ -19,6 +19,7 @@
 #include "test.h"
 
 typedef struct fixture {
+    const char *zero_key; /* metadata list of the parameters whose gradient is zero in exact arithmetic */
     sdc_model m;
     sdc_golden g;
     sdc_unet *u;
@@ -26,10 +27,11 @@ typedef struct fixture {
     sdc_arena arena;
 } fixture;
 
-static int setup(fixture *f) {
+static int setup_pack(fixture *f, const char *pack) {
     sdc_error err = {0};
     memset(f, 0, sizeof *f);
-    if (sdc_model_open(test_data("tiny-sd"), NULL, &f->m, &err) != SDC_OK ||
+    f->zero_key = strcmp(pack, "tiny-sd") ? "sdxl/zero_grad_params" : "zero_grad_params";
+    if (sdc_model_open(test_data(pack), NULL, &f->m, &err) != SDC_OK ||
         sdc_golden_open(test_data("train/goldens.safetensors"), &f->g, &err) != SDC_OK) {
         sdc_test_fail(__FILE__, __LINE__, "%s", err.msg);
         return 0;
@@ -46,6 +48,8 @@ static int setup(fixture *f) {
     }
     return 1;
 }
+
+static int setup(fixture *f) { return setup_pack(f, "tiny-sd"); }
 
 static void teardown(fixture *f) {
     sdc_arena_free(&f->arena);
@@ -162,11 +166,11 @@ static int opts_from_meta(fixture *f, const char *name, sdc_trainer_opts *o) {
 }
 
 /* Runs a case: micro-batches from the golden, optimizer steps every `accum`. */
-static void run_case(fixture *f, const char *name, sdc_params *train, const sdc_trainer_opts *o, int micro,
-                     double loss_tol) {
+static void run_stores(fixture *f, const char *name, sdc_clip_text *const *te, int nte, sdc_params *const *train,
+                       int ntrain, const sdc_trainer_opts *o, int micro, double loss_tol) {
     sdc_error err = {0};
     sdc_trainer t;
-    REQUIRE_OK(sdc_trainer_init(&t, f->u, NULL, 0, &train, 1, &f->sched, o, &f->arena, &err), &err);
+    REQUIRE_OK(sdc_trainer_init(&t, f->u, te, nte, train, ntrain, &f->sched, o, &f->arena, &err), &err);
     char key[256];
     int64_t s3[8];
     inputs in;
@@ -242,6 +246,19 @@ static void run_case(fixture *f, const char *name, sdc_params *train, const sdc_
     sdc_trainer_free(&t);
 }
 
+static void run_case(fixture *f, const char *name, sdc_params *train, const sdc_trainer_opts *o, int micro,
+                     double loss_tol) {
+    run_stores(f, name, NULL, 0, &train, 1, o, micro, loss_tol);
+}
+
+/* fp32 forward against fp64: measured ~1e-6 */
+#define LOSS_TOL 1e-5
+
+static void run_case_te(fixture *f, const char *name, sdc_clip_text *const *te, int nte, sdc_params *const *train,
+                        int ntrain, const sdc_trainer_opts *o) {
+    run_stores(f, name, te, nte, train, ntrain, o, 10, LOSS_TOL);
+}
+
 /* Distance moved and final values of every parameter of `p` named in the
  * golden (names: metadata list; file keys prefix/<name>). Adam's first steps
  * move each weight by about ±lr whatever the gradient's size, so weights
@@ -250,7 +267,7 @@ static void run_case(fixture *f, const char *name, sdc_params *train, const sdc_
 static void compare_params(fixture *f, sdc_params *p, const char *names_key, const char *delta_key,
                            const char *values_prefix, const sdc_params *init, double tol) {
     cJSON *names = cJSON_Parse(sdc_golden_meta(&f->g, names_key));
-    cJSON *zero = cJSON_Parse(sdc_golden_meta(&f->g, "zero_grad_params"));
+    cJSON *zero = cJSON_Parse(sdc_golden_meta(&f->g, f->zero_key));
     REQUIRE(cJSON_IsArray(names));
     int64_t s[8];
     double *dref = delta_key ? get64(f, delta_key, s) : NULL;
@@ -333,8 +350,7 @@ static void opts_for(sdc_trainer_opts *o, double lr, double wd, double clip, sdc
     sdc_lr_schedule_init(&o->lr, kind, lr, warmup, steps, 1, 1.0, &err);
 }
 
-/* fp32 forward against fp64: measured ~1e-6 */
-#define LOSS_TOL 1e-5
+
 
 TEST(trainer_full_eps_matches_pytorch) {
     fixture f;
@@ -568,5 +584,92 @@ TEST(trainer_kohya_lora_gradient_matches_finite_difference) {
     sdc_lora_detach(&ls);
     free(d), free(p0);
     inputs_free(&in);
+    teardown(&f);
+}
+
+/* LoRA on the UNet and on the text encoder (q/k/v/out_proj), the text
+ * encoder run inside the step on token ids, one optimizer over both
+ * (train_text_to_image_lora.py --train_text_encoder). */
+TEST(trainer_lora_text_encoder_matches_peft) {
+    fixture f;
+    if (!setup(&f)) return;
+    sdc_error err = {0};
+    sdc_clip_text *te = calloc(1, sizeof *te);
+    const sdc_component *tc = sdc_model_component(&f.m, "text_encoder");
+    REQUIRE_OK(sdc_clip_text_build(te, tc->config, 0, "text_encoder", "text_encoder", &err), &err);
+    REQUIRE_OK(sdc_clip_text_load(te, &f.m.weights, &err), &err);
+    static const char *const te_targets[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+    sdc_lora_set ul, tl;
+    sdc_lora_config uc = {.targets = sdc_lora_targets_diffusers, .ntargets = 4, .rank = 4, .alpha = 4.0f,
+                          .init = SDC_LORA_INIT_GAUSSIAN};
+    sdc_lora_config tcfg = uc;
+    tcfg.targets = te_targets;
+    REQUIRE_OK(sdc_lora_attach(&ul, &f.u->params, &uc, "unet_lora", &err), &err);
+    REQUIRE_OK(sdc_lora_attach(&tl, &te->params, &tcfg, "text_encoder_lora", &err), &err);
+    CHECK_EQ_INT(tl.count, 20);
+    const char *prefix[2] = {"lora_te/in/lora", "lora_te/in/te_lora"};
+    sdc_lora_set *sets[2] = {&ul, &tl};
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; i < sets[k]->params.count; i++) {
+            char key[600];
+            snprintf(key, sizeof key, "%s/%s", prefix[k], sets[k]->params.items[i].name);
+            float *d;
+            int64_t sh[8];
+            int nd;
+            REQUIRE_OK(sdc_golden_f32(&f.g, key, &d, sh, &nd, &err), &err);
+            memcpy(sets[k]->params.items[i].slot->data, d, (size_t)sets[k]->params.items[i].numel * sizeof(float));
+            free(d);
+        }
+    sdc_trainer_opts o;
+    REQUIRE(opts_from_meta(&f, "lora_te", &o));
+    sdc_params *stores[2] = {&ul.params, &tl.params};
+    run_case_te(&f, "lora_te", &te, 1, stores, 2, &o);
+    compare_params(&f, &ul.params, "lora_te/lora_param_names", NULL, "lora_te/out/lora", NULL, 0);
+    compare_params(&f, &tl.params, "lora_te/te_param_names", NULL, "lora_te/out/te_lora", NULL, 0);
+    sdc_lora_detach(&ul);
+    sdc_lora_detach(&tl);
+    sdc_clip_text_free(te);
+    free(te);
+    teardown(&f);
+}
+
+/* SDXL: text_embeds and time_ids conditioning, transformer depth (1, 2). */
+TEST(trainer_sdxl_full_matches_pytorch) {
+    fixture f;
+    if (!setup_pack(&f, "tiny-sdxl")) return;
+    sdc_params init;
+    snapshot(&init, &f.u->params);
+    sdc_trainer_opts o;
+    REQUIRE(opts_from_meta(&f, "sdxl_full", &o));
+    run_case(&f, "sdxl_full", &f.u->params, &o, 10, LOSS_TOL);
+    compare_params(&f, &f.u->params, "sdxl/param_names", "sdxl_full/out/delta_norms", "sdxl_full/out/param", &init,
+                   2e-3);
+    snapshot_free(&init);
+    teardown(&f);
+}
+
+TEST(trainer_sdxl_lora_matches_peft) {
+    fixture f;
+    if (!setup_pack(&f, "tiny-sdxl")) return;
+    sdc_error err = {0};
+    sdc_lora_set ls;
+    sdc_lora_config lc = {.targets = sdc_lora_targets_diffusers, .ntargets = 4, .rank = 4, .alpha = 4.0f,
+                          .init = SDC_LORA_INIT_GAUSSIAN};
+    REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, &lc, "unet_lora", &err), &err);
+    for (size_t i = 0; i < ls.params.count; i++) {
+        char key[600];
+        snprintf(key, sizeof key, "sdxl_lora/in/lora/%s", ls.params.items[i].name);
+        float *d;
+        int64_t sh[8];
+        int nd;
+        REQUIRE_OK(sdc_golden_f32(&f.g, key, &d, sh, &nd, &err), &err);
+        memcpy(ls.params.items[i].slot->data, d, (size_t)ls.params.items[i].numel * sizeof(float));
+        free(d);
+    }
+    sdc_trainer_opts o;
+    REQUIRE(opts_from_meta(&f, "sdxl_lora", &o));
+    run_case(&f, "sdxl_lora", &ls.params, &o, 10, LOSS_TOL);
+    compare_params(&f, &ls.params, "sdxl_lora/lora_param_names", NULL, "sdxl_lora/out/lora", NULL, 0);
+    sdc_lora_detach(&ls);
     teardown(&f);
 }

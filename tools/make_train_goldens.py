@@ -44,7 +44,10 @@ Cases (tensor names are prefixed "<case>/"; S = 10 optimizer steps of B=2):
 
 Per case tensors (M = micro-batches = S * accumulation). Float inputs are
 float16 draws (stored as F16 so the file stays small; the run used exactly
-these values, cast up to float64):
+these values, cast up to float64). Scalars and norms are F64; final parameter
+values (out/param, out/ema, out/lora, out/te_lora) are the float64 results
+rounded to F32 (6e-8 relative: far below any fp32 comparison, and F64 would
+put the file over 3 MB):
   in/x0, in/noise            F16 [M, B, 4, 16, 16]  (x0 = already scaled latents)
   in/timesteps               I64 [M, B]   (0 and 999 appear in every case)
   in/encoder_hidden_states   F16 [M, B, 77, 32]  (tiny-sd cases except lora_te)
@@ -70,25 +73,25 @@ these values, cast up to float64):
                                       order of metadata "param_names"
                                       ("sdxl/param_names" for sdxl_full)
   out/delta_norms            F64 [P]  ||p_final - p_initial||
-  out/param/<diffusers name> F64      final values of ~35 (tiny-sd) / 28 (sdxl)
-                                      small params
+  out/param/<diffusers name> F32      final values of 35 (tiny-sd) / 29 (sdxl)
+                                      small params (none in the zero-grad lists)
   full_v_snr_accum only:
   out/snr_weight             F64 [M, B] the min-SNR loss weights used
   full_eps only (EMA):
   out/ema_decay              F64 [S]  EMAModel.cur_decay_value after each step
   out/ema_delta_norms        F64 [P]  ||shadow_final - p_initial||
-  out/ema/<diffusers name>   F64      final shadow values of a few params
+  out/ema/<diffusers name>   F32      final shadow values of a few params
   lora cases (lora, lora_te, sdxl_lora):
   in/lora/<peft name>        F32      initial UNet LoRA weights (exact: the run
                                       used these float32 values)
-  out/lora/<peft name>       F64      final UNet LoRA weights
+  out/lora/<peft name>       F32      final UNet LoRA weights
   peft names are get_peft_model_state_dict's keys, e.g.
   "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight"
   ([r, in]) and "...to_q.lora_B.weight" ([out, r]); forward adds
   (alpha/r) * B(A(x)) with alpha/r = 1.
   lora_te only:
   in/te_lora/<name>          F32      initial text-encoder LoRA weights
-  out/te_lora/<name>         F64      final text-encoder LoRA weights
+  out/te_lora/<name>         F32      final text-encoder LoRA weights
   names are get_peft_model_state_dict(text_encoder)'s keys with "text_model."
   put in front (transformers 5's CLIPTextModel has no text_model submodule and
   gives "encoder.layers.0..."; transformers 4 and the PEFT files diffusers
@@ -153,6 +156,7 @@ not applied, everything stays float64):
 """
 import json
 import os
+import struct
 import sys
 
 import torch
@@ -480,9 +484,9 @@ CASES = {
                           "use_ema_warmup": False, "inv_gamma": 1.0, "power": 2 / 3,
                           "decay_rule": "min(decay, (1+n)/(10+n)), n = step-1; 0 at step 1"},
                      ema_args={"decay": 0.9999}),
-    # max_grad_norm 0.5 (not 1.0): the accumulated grad norms are ~0.5-0.65, so
+    # max_grad_norm 0.5 (not 1.0): the accumulated grad norms are 0.13-0.66, so
     # 1.0 would never clip and could not tell clip-after-accumulation from
-    # clipping each micro-batch.
+    # clipping each micro-batch; at 0.5 steps 4, 7 and 9 clip, the others not.
     "full_v_snr_accum": dict(BASE, lr=5e-5, weight_decay=0.0, schedule="cosine", warmup=1,
                              steps=10, accum=2, snr_gamma=5.0, prediction_type="v_prediction",
                              max_grad_norm=0.5, full_params=FULL_PARAMS),
@@ -526,12 +530,27 @@ def build():
     return tensors, meta
 
 
+def sort_metadata(path):
+    """safetensors writes __metadata__ in hash order, which changes from run to
+    run; rewrite the header (same length, same tensor offsets) with the keys
+    sorted so that regenerating gives the same bytes."""
+    with open(path, "r+b") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        head = json.loads(f.read(n))
+        head["__metadata__"] = dict(sorted(head["__metadata__"].items()))
+        text = json.dumps(head, separators=(",", ":")).encode()
+        assert len(text) <= n
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         ROOT, "tests", "data", "train", "goldens.safetensors")
     tensors, meta = build()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     save_file(tensors, out, metadata=meta)
+    sort_metadata(out)
     os.chmod(out, 0o644)
     n = sum(v.numel() * v.element_size() for v in tensors.values())
     print(f"wrote {out}: {len(tensors)} tensors, {n} bytes of data")
