@@ -673,3 +673,73 @@ TEST(trainer_sdxl_lora_matches_peft) {
     sdc_lora_detach(&ls);
     teardown(&f);
 }
+
+/* Full training of both SDXL text encoders run inside the step (token and
+ * position embeddings, every layer, the pooled projection): the tape's
+ * directional derivative over all their parameters agrees with central
+ * differences (as the kohya test above). */
+TEST(trainer_sdxl_text_encoders_gradient_matches_finite_difference) {
+    fixture f;
+    if (!setup_pack(&f, "tiny-sdxl")) return;
+    sdc_error err = {0};
+    sdc_clip_text *te[2];
+    const char *names[2] = {"text_encoder", "text_encoder_2"};
+    for (int k = 0; k < 2; k++) {
+        te[k] = calloc(1, sizeof *te[k]);
+        const sdc_component *tc = sdc_model_component(&f.m, names[k]);
+        REQUIRE_OK(sdc_clip_text_build(te[k], tc->config, k, names[k], names[k], &err), &err);
+        REQUIRE_OK(sdc_clip_text_load(te[k], &f.m.weights, &err), &err);
+    }
+    sdc_trainer_opts o;
+    opts_for(&o, 1e-4, 0, 0, SDC_LR_CONSTANT, 0, 1);
+    sdc_trainer t;
+    sdc_params *stores[2] = {&te[0]->params, &te[1]->params};
+    REQUIRE_OK(sdc_trainer_init(&t, f.u, te, 2, stores, 2, &f.sched, &o, &f.arena, &err), &err);
+    inputs in;
+    REQUIRE(inputs_load(&f, "sdxl_full", &in));
+    sdc_train_batch b = inputs_batch(&in, 0);
+    int32_t ids[2 * 77];
+    for (int i = 0; i < 2 * 77; i++) ids[i] = i % 77 == 0 ? 49406 : i % 77 < 9 ? 320 + i % 77 * 7 : 49407;
+    b.input_ids[0] = b.input_ids[1] = ids;
+    b.T = 77;
+    double loss0;
+    REQUIRE_OK(sdc_trainer_micro_step(&t, &b, &loss0, &err), &err);
+    double gd = 0;
+    float *p0[2], *d[2];
+    for (int k = 0; k < 2; k++) {
+        size_t n = stores[k]->total;
+        p0[k] = malloc(n * sizeof(float));
+        d[k] = malloc(n * sizeof(float));
+        memcpy(p0[k], stores[k]->data, n * sizeof(float));
+        for (size_t i = 0; i < n; i++) {
+            float g = stores[k]->grad[i];
+            d[k][i] = g > 0 ? 1.0f : g < 0 ? -1.0f : 0.0f;
+            gd += (double)g * d[k][i];
+        }
+    }
+    CHECK(gd > 0);
+    double fdh[2];
+    for (int h = 0; h < 2; h++) {
+        const float e0 = 1e-4f; /* the sign direction moves every weight: keep it short */
+        const float eps = h ? e0 / 2 : e0;
+        double l[2];
+        for (int sgn = 0; sgn < 2; sgn++) {
+            for (int k = 0; k < 2; k++)
+                for (size_t i = 0; i < stores[k]->total; i++)
+                    stores[k]->data[i] = p0[k][i] + (sgn ? -eps : eps) * d[k][i];
+            REQUIRE_OK(sdc_trainer_micro_step(&t, &b, &l[sgn], &err), &err);
+        }
+        fdh[h] = (l[0] - l[1]) / (2.0 * eps);
+    }
+    double fd = (4.0 * fdh[1] - fdh[0]) / 3.0;
+    if (getenv("SDC_TEST_VERBOSE")) fprintf(stderr, "    SDXL text encoders: fd %.8g tape %.8g\n", fd, gd);
+    CHECK_MSG(fabs(fd - gd) <= 1e-3 * fabs(gd), "finite difference %.6g vs tape %.6g", fd, gd);
+    sdc_trainer_free(&t);
+    inputs_free(&in);
+    for (int k = 0; k < 2; k++) {
+        free(p0[k]), free(d[k]);
+        sdc_clip_text_free(te[k]);
+        free(te[k]);
+    }
+    teardown(&f);
+}
