@@ -8,7 +8,7 @@ CUDA_HOME ?= /usr/local/cuda
 BUILD    ?= build
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Isrc -Iinclude -MMD -MP \
               $(addprefix -I,$(wildcard /usr/include/$(shell gcc -dumpmachine)/openblas-pthread /usr/include/openblas))
-LDLIBS   = -lopenblas -lpng -lcjson -lutf8proc -lz -lm
+LDLIBS   = -lopenblas -lpng -ljpeg -lwebp -lcjson -lutf8proc -lz -lm
 ifeq ($(WERROR),1)
   CFLAGS_BASE += -Werror
 endif

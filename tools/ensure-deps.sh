@@ -13,6 +13,8 @@ need utf8proc.h libutf8proc-dev
 need zlib.h zlib1g-dev
 need cblas.h libopenblas-dev
 need png.h libpng-dev
+need jpeglib.h libjpeg-dev
+need webp/decode.h libwebp-dev
 command -v gcc >/dev/null 2>&1 || missing="$missing gcc"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
