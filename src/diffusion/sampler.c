@@ -72,30 +72,11 @@ static const uint64_t known_keys[SDC_SAMPLER_COUNT] = {
 
 /* The class's own defaults; settings it does not have are off. */
 static void class_defaults(sdc_sampler_kind kind, sdc_sched_config *c) {
-    memset(c, 0, sizeof *c);
-    c->num_train_timesteps = 1000;
-    c->beta_start = 0.0001;
-    c->beta_end = 0.02;
-    c->beta_schedule = SDC_BETA_LINEAR;
-    c->prediction_type = SDC_PRED_EPSILON;
+    sdc_sched_config_generic(c);
     c->timestep_spacing =
         kind == SDC_SAMPLER_DDIM || kind == SDC_SAMPLER_PNDM ? SDC_SPACING_LEADING : SDC_SPACING_LINSPACE;
-    c->steps_offset = 0;
     c->set_alpha_to_one = kind == SDC_SAMPLER_DDIM; /* DDIM True, PNDM False */
-    c->skip_prk_steps = 0;
     c->clip_sample = kind == SDC_SAMPLER_DDIM;
-    c->clip_sample_range = 1.0;
-    c->sigma_min = NAN;
-    c->sigma_max = NAN;
-    c->interpolation_type = SDC_INTERP_LINEAR;
-    c->timestep_type = SDC_TIMESTEP_DISCRETE;
-    c->final_sigmas_type = SDC_FINAL_SIGMA_ZERO;
-    c->solver_order = 2;
-    c->algorithm_type = SDC_DPM_SOLVER_PP;
-    c->solver_type = SDC_SOLVER_MIDPOINT;
-    c->lower_order_final = 1;
-    c->euler_at_final = 0;
-    c->lambda_min_clipped = -INFINITY;
 }
 
 static void copy_key(sdc_sched_config *d, const sdc_sched_config *s, sdc_sched_key k) {

@@ -44,7 +44,7 @@ const char *sdc_sched_key_name(sdc_sched_key k) { return (unsigned)k < SDC_SK_CO
 /* Values for keys the file does not give; the sampler replaces them with its
  * class's defaults (sdc_sampler_resolve_config), so these only matter to a
  * caller that reads the struct directly. They are DDIMScheduler's. */
-static void generic_defaults(sdc_sched_config *c) {
+void sdc_sched_config_generic(sdc_sched_config *c) {
     memset(c, 0, sizeof *c);
     c->num_train_timesteps = 1000;
     c->beta_start = 0.0001;
@@ -73,7 +73,7 @@ static void generic_defaults(sdc_sched_config *c) {
 #define BIT(k) ((uint64_t)1 << (k))
 
 void sdc_sched_config_default(sdc_sched_config *out) {
-    generic_defaults(out);
+    sdc_sched_config_generic(out);
     snprintf(out->class_name, sizeof out->class_name, "PNDMScheduler");
     snprintf(out->source, sizeof out->source, "(SD 1.x default scheduler)");
     out->beta_start = 0.00085;
@@ -126,7 +126,7 @@ static int in_string_array(const cJSON *arr, const char *key) {
 
 sdc_status sdc_sched_config_parse(const cJSON *json, const char *path, sdc_sched_config *out, sdc_error *err) {
     sdc_sched_config c;
-    generic_defaults(&c);
+    sdc_sched_config_generic(&c);
     snprintf(c.source, sizeof c.source, "%s", path);
     if (!cJSON_IsObject(json)) return sdc_fail(err, SDC_EFORMAT, "%s: a scheduler config must be a JSON object", path);
 

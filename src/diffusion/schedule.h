@@ -95,6 +95,8 @@ static inline int sdc_sched_has(const sdc_sched_config *c, sdc_sched_key k) { re
  * set_alpha_to_one false, skip_prk_steps true, clip_sample false; those keys
  * count as given, every other key takes the sampler class's default. */
 void sdc_sched_config_default(sdc_sched_config *out);
+/* Every key at DDIMScheduler's default (what a class sets before its own). */
+void sdc_sched_config_generic(sdc_sched_config *out);
 
 /* Parses a scheduler_config.json object. Unknown keys are ignored, null
  * counts as absent, "_use_default_values" (keys diffusers filled in itself)

@@ -25,12 +25,11 @@
 #include "backend/cpu/cpu_ops.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#include <immintrin.h>
+#include "backend/cpu/cpu_avx2.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-#define AVX2 __attribute__((target("avx2,fma"), optimize("no-trapping-math")))
 #define MR 4  /* rows of a tile */
 #define NP 24 /* keys per panel: a tile's 3 vectors */
 #define RB 32 /* query rows per band (a multiple of MR) */
@@ -81,23 +80,6 @@ AVX2 static inline float hmax8(__m256 v) {
     return _mm_cvtss_f32(m);
 }
 
-/* e^x for x ≤ 0 on 8 lanes: cpu_expf's reduction and polynomial with FMAs */
-AVX2 static inline __m256 exp8_nonpos(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
 
 /* p[0..n) (n a multiple of 8) ← softmax of p[0..lim), 0 beyond; lim ≥ 1.
  * The sum is kept in 8 lanes and added in a fixed order. */
