@@ -113,7 +113,7 @@ int cmd_generate(int argc, char **argv) {
                       "model", MAX_LORAS, &nlora),
         CLI_FLAG("prompt", CLI_STR, &prompt, "TEXT", "what to draw", NULL, "prompt"),
         CLI_FLAG("negative-prompt", CLI_STR, &negative, "TEXT", "what to steer away from", "none", "prompt"),
-        CLI_FLAG("clip-skip", CLI_INT, &clip_skip, "N", "use the text encoder's layer N from the end (diffusers clip_skip)", "0", "prompt"),
+        CLI_FLAG("clip-skip", CLI_INT, &clip_skip, "N", "skip the text encoder's last N layers (diffusers clip_skip: 1 = penultimate)", "0", "prompt"),
         CLI_FLAG("steps", CLI_INT, &steps, "N", "sampling steps", "30", "sampling"),
         CLI_FLAG("guidance-scale", CLI_DOUBLE, &guidance, "F", "classifier-free guidance scale", "7.5; SDXL 5.0", "sampling"),
         CLI_FLAG("sampler", CLI_STR, &sampler, "NAME", "ddim, euler, euler_a, dpmpp_2m, pndm, lms", "the model's scheduler", "sampling"),
