@@ -10,11 +10,14 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "backend/ops.h"
+#include "core/fs.h"
 #include "io/model.h"
 #include "nn/lora_attach.h"
 #include "pipeline/golden.h"
+#include "pipeline/train_checkpoint.h"
 #include "pipeline/trainer.h"
 #include "test.h"
 
@@ -741,5 +744,92 @@ TEST(trainer_sdxl_text_encoders_gradient_matches_finite_difference) {
         sdc_clip_text_free(te[k]);
         free(te[k]);
     }
+    teardown(&f);
+}
+
+/* Checkpoints: 4 steps straight equal 2 steps, save, a fresh trainer and
+ * model restored from the folder, 2 more steps — bit for bit (weights, EMA).
+ * "latest" and the total limit pick and prune complete folders only. */
+TEST(trainer_checkpoint_resume_is_bit_exact) {
+    fixture f;
+    if (!setup(&f)) return;
+    sdc_error err = {0};
+    sdc_params init;
+    snapshot(&init, &f.u->params);
+    inputs in;
+    REQUIRE(inputs_load(&f, "full_eps", &in));
+    sdc_trainer_opts o;
+    REQUIRE(opts_from_meta(&f, "full_eps", &o));
+    const char *dir = test_tmpdir();
+    float *w[2], *ema[2];
+    for (int run = 0; run < 2; run++) {
+        memcpy(f.u->params.data, init.data, init.total * sizeof(float));
+        sdc_trainer t;
+        sdc_params *st = &f.u->params;
+        REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+        for (int k = 0; k < 4; k++) {
+            if (run == 1 && k == 2) {
+                sdc_train_progress p = {.epoch = 1, .data_pos = 2, .rng_seed = 0xFFFFFFFFFFFFFFF1ull, .rng_offset = 77};
+                char path[4096];
+                REQUIRE_OK(sdc_train_checkpoint_save(&t, &p, dir, path, sizeof path, &err), &err);
+                /* a different starting point, then everything from the checkpoint */
+                sdc_trainer_free(&t);
+                memcpy(f.u->params.data, init.data, init.total * sizeof(float));
+                REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+                char latest[4096];
+                REQUIRE_OK(sdc_train_checkpoint_latest(dir, latest, sizeof latest, &err), &err);
+                CHECK_STR(latest, path);
+                sdc_train_progress q = {0};
+                REQUIRE_OK(sdc_train_checkpoint_load(&t, latest, &q, &err), &err);
+                CHECK(q.epoch == 1 && q.data_pos == 2 && q.rng_seed == p.rng_seed && q.rng_offset == 77);
+                CHECK_EQ_INT(t.step, 2);
+            }
+            sdc_train_batch b = inputs_batch(&in, k);
+            double loss, gn, lr;
+            int skipped;
+            REQUIRE_OK(sdc_trainer_micro_step(&t, &b, &loss, &err), &err);
+            REQUIRE_OK(sdc_trainer_optimizer_step(&t, &gn, &lr, &skipped, &err), &err);
+            if (run == 1 && k == 3) {
+                /* later checkpoints; the limit keeps the newest two */
+                sdc_train_progress p = {0};
+                REQUIRE_OK(sdc_train_checkpoint_save(&t, &p, dir, NULL, 0, &err), &err);
+            }
+        }
+        w[run] = malloc(init.total * sizeof(float));
+        ema[run] = malloc(init.total * sizeof(float));
+        memcpy(w[run], f.u->params.data, init.total * sizeof(float));
+        memcpy(ema[run], t.ema.shadow, init.total * sizeof(float));
+        sdc_trainer_free(&t);
+    }
+    CHECK(memcmp(w[0], w[1], init.total * sizeof(float)) == 0);
+    CHECK(memcmp(ema[0], ema[1], init.total * sizeof(float)) == 0);
+    /* an incomplete folder (no state.json) is never "latest" */
+    char junk[4096];
+    snprintf(junk, sizeof junk, "%s/checkpoint-99", dir);
+    mkdir(junk, 0755);
+    char latest[4096];
+    REQUIRE_OK(sdc_train_checkpoint_latest(dir, latest, sizeof latest, &err), &err);
+    CHECK(strstr(latest, "checkpoint-4") != NULL);
+    REQUIRE_OK(sdc_train_checkpoint_prune(dir, 1, &err), &err);
+    snprintf(junk, sizeof junk, "%s/checkpoint-2", dir);
+    CHECK(!sdc_path_exists(junk));
+    snprintf(junk, sizeof junk, "%s/checkpoint-4/state.json", dir);
+    CHECK(sdc_path_exists(junk));
+    /* a checkpoint of another kind of run is refused with a message */
+    sdc_lora_set ls;
+    sdc_lora_config lc = {.targets = sdc_lora_targets_diffusers, .ntargets = 4, .rank = 4, .alpha = 4.0f};
+    REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, &lc, "unet_lora", &err), &err);
+    sdc_trainer t;
+    sdc_params *st = &ls.params;
+    REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+    sdc_train_progress q;
+    snprintf(junk, sizeof junk, "%s/checkpoint-4", dir);
+    CHECK(sdc_train_checkpoint_load(&t, junk, &q, &err) == SDC_EFORMAT);
+    CHECK_MSG(strstr(err.msg, "unet_lora") != NULL, "%s", err.msg);
+    sdc_trainer_free(&t);
+    sdc_lora_detach(&ls);
+    for (int r = 0; r < 2; r++) free(w[r]), free(ema[r]);
+    inputs_free(&in);
+    snapshot_free(&init);
     teardown(&f);
 }
