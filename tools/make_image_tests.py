@@ -166,6 +166,13 @@ def main():
         tensors[f"t{i}/geom"] = np.array([nw, nh, top, left, ct, cl], np.int32)
         meta[f"t{i}"] = json.dumps({"file": name, "center_crop": center, "top": top, "left": left, "flip": flip})
     save_file(tensors, os.path.join(OUT, "expected.safetensors"), metadata=meta)
+
+    # a palette PNG with one transparent entry (tRNS); test_image_decode.c
+    # holds its expected first row
+    pal = Image.new("P", (5, 3))
+    pal.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 759)
+    pal.putdata([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+    pal.save(os.path.join(OUT, "palette_trns.png"), transparency=1)
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     print(f"wrote {len(os.listdir(OUT))} files, {total} bytes")
 
