@@ -224,7 +224,7 @@ int cmd_generate(int argc, char **argv) {
         return cli_error(&err);
     }
     sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL};
-    sdc_progress prog;
+    sdc_progress prog = {0};
     sdc_progress_begin(&prog, "generate", o.steps);
     o.on_step = on_step;
     o.step_ctx = &prog;
