@@ -239,7 +239,7 @@ sdc_status sdc_train_checkpoint_latest(const char *output_dir, char *path, size_
 }
 
 sdc_status sdc_train_checkpoint_prune(const char *output_dir, int keep, sdc_error *err) {
-    if (keep <= 0) return SDC_OK;
+    if (keep < 0) return SDC_OK;
     int64_t steps[4096];
     int n = list_checkpoints(output_dir, steps, 4096);
     for (int i = 0; i < n - keep; i++) {

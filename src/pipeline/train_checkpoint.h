@@ -33,7 +33,8 @@ sdc_status sdc_train_checkpoint_load(sdc_trainer *t, const char *dir, sdc_train_
  * SDC_ENOTFOUND. */
 sdc_status sdc_train_checkpoint_latest(const char *output_dir, char *path, size_t cap, sdc_error *err);
 /* Deletes the oldest complete checkpoints so that at most `keep` remain
- * (diffusers' --checkpoints_total_limit; keep ≤ 0: no limit). */
+ * (keep < 0: no limit). Before saving with --checkpoints_total_limit L,
+ * diffusers' scripts keep L − 1 so that L remain after the save. */
 sdc_status sdc_train_checkpoint_prune(const char *output_dir, int keep, sdc_error *err);
 
 #endif

@@ -1,0 +1,450 @@
+/* The training loop around the trainer: data → latents and text states →
+ * steps → logs, checkpoints and outputs. Randomness (sample order, crops,
+ * latent sampling, noise, timesteps) comes from Philox streams keyed by
+ * (seed, purpose, step), so a resumed run draws exactly what the
+ * uninterrupted one would have. */
+#include "pipeline/train_run.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend/ops.h"
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/rng.h"
+#include "data/dataset.h"
+#include "data/image.h"
+#include "data/png.h"
+#include "diffusion/training.h"
+#include "io/lora_write.h"
+#include "nn/lora_attach.h"
+#include "pipeline/sd_model.h"
+#include "pipeline/train_checkpoint.h"
+#include "pipeline/trainer.h"
+#include "pipeline/txt2img.h"
+
+void sdc_train_args_default(sdc_train_args *a) {
+    memset(a, 0, sizeof *a);
+    a->image_column = "image";
+    a->caption_column = "text";
+    a->resolution = 512;
+    a->train_batch_size = 16;
+    a->num_train_epochs = 100;
+    a->gradient_accumulation_steps = 1;
+    a->learning_rate = 1e-4;
+    a->lr_scheduler = "constant";
+    a->lr_warmup_steps = 500;
+    a->lr_num_cycles = 1;
+    a->lr_power = 1.0;
+    a->adam_beta1 = 0.9;
+    a->adam_beta2 = 0.999;
+    a->adam_weight_decay = 1e-2;
+    a->adam_epsilon = 1e-8;
+    a->max_grad_norm = 1.0;
+    a->seed = -1;
+    a->output_dir = "sd-model-finetuned";
+    a->checkpointing_steps = 500;
+    a->num_validation_images = 4;
+}
+
+/* Random streams: one Philox key per (seed, purpose, step). */
+enum { RNG_NOISE = 1, RNG_TIMESTEPS, RNG_LATENT, RNG_OFFSET, RNG_PERTURB };
+static void stream(sdc_rng *r, uint64_t seed, int purpose, uint64_t step) {
+    sdc_rng_init(r, seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)purpose << 56) ^ (step * 0xD1B54A32D192ED03ull));
+}
+
+typedef struct run {
+    const sdc_train_args *a;
+    sdc_sd sd;
+    sdc_dataset ds;
+    int lora, train_te;
+    sdc_lora_set unet_lora, te_lora[2];
+    sdc_params *stores[4];
+    int nstores;
+    sdc_trainer t;
+    sdc_arena arena;
+    int64_t B, C, h, w, T, D, P, res, per;
+    uint64_t seed;
+    FILE *log;
+} run;
+
+static sdc_status pick_method(run *r, sdc_error *err) {
+    const sdc_train_args *a = r->a;
+    const char *m = a->method;
+    if (!m) m = a->instance_data_dir ? (a->rank ? "dreambooth_lora" : "dreambooth") : (a->rank ? "lora" : "full");
+    if (!strcmp(m, "full") || !strcmp(m, "dreambooth")) r->lora = 0;
+    else if (!strcmp(m, "lora") || !strcmp(m, "dreambooth_lora")) r->lora = 1;
+    else return sdc_fail(err, SDC_EINVAL, "--method %s: expected full, lora, dreambooth or dreambooth_lora", m);
+    r->train_te = a->train_text_encoder;
+    return SDC_OK;
+}
+
+static sdc_status load_data(run *r, sdc_error *err) {
+    const sdc_train_args *a = r->a;
+    sdc_dataset_init(&r->ds);
+    if (a->instance_data_dir) {
+        if (!a->instance_prompt) return sdc_fail(err, SDC_EINVAL, "--instance_data_dir needs --instance_prompt");
+        SDC_TRY(sdc_dataset_scan_images(&r->ds, a->instance_data_dir, a->instance_prompt, 0, err));
+    } else {
+        const char *dir = a->train_data_dir ? a->train_data_dir : a->dataset_name;
+        if (!dir) return sdc_fail(err, SDC_EINVAL, "no training data: give --train_data_dir, --dataset_name or --instance_data_dir");
+        char meta[4096];
+        snprintf(meta, sizeof meta, "%s/metadata.jsonl", dir);
+        if (sdc_path_exists(meta) || !a->caption_extension) {
+            SDC_TRY(sdc_dataset_scan_imagefolder(&r->ds, dir, a->caption_column, err));
+        } else {
+            int64_t missing = 0;
+            SDC_TRY(sdc_dataset_scan_captioned(&r->ds, dir, a->caption_extension, 1, &missing, err));
+            if (missing) SDC_WARN("%s: %lld images have no caption file; their caption is empty", dir, (long long)missing);
+        }
+    }
+    if (a->max_train_samples > 0) sdc_dataset_select(&r->ds, a->max_train_samples, r->seed);
+    return SDC_OK;
+}
+
+/* LoRA sets or full stores, as the method says. */
+static sdc_status set_up_training(run *r, sdc_error *err) {
+    const sdc_train_args *a = r->a;
+    int rank = a->rank ? a->rank : 4;
+    float alpha = a->lora_alpha > 0 ? (float)a->lora_alpha : (float)rank;
+    if (r->lora) {
+        sdc_lora_config lc = {.targets = sdc_lora_targets_diffusers, .ntargets = 4, .rank = rank, .alpha = alpha,
+                              .init = SDC_LORA_INIT_GAUSSIAN};
+        SDC_TRY(sdc_lora_attach(&r->unet_lora, &r->sd.unet->params, &lc, "unet_lora", err));
+        sdc_params_init_random(&r->unet_lora.params, r->seed);
+        r->stores[r->nstores++] = &r->unet_lora.params;
+        if (r->train_te) {
+            static const char *const te_targets[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+            lc.targets = te_targets;
+            for (int i = 0; i < r->sd.nte; i++) {
+                SDC_TRY(sdc_lora_attach(&r->te_lora[i], &r->sd.te[i]->params, &lc,
+                                        i ? "text_encoder_2_lora" : "text_encoder_lora", err));
+                sdc_params_init_random(&r->te_lora[i].params, r->seed + 1 + (uint64_t)i);
+                r->stores[r->nstores++] = &r->te_lora[i].params;
+            }
+        }
+    } else {
+        r->stores[r->nstores++] = &r->sd.unet->params;
+        if (r->train_te)
+            for (int i = 0; i < r->sd.nte; i++) r->stores[r->nstores++] = &r->sd.te[i]->params;
+    }
+    sdc_trainer_opts o = {0};
+    const char *pt = a->prediction_type;
+    o.prediction = pt ? (!strcmp(pt, "v_prediction") ? SDC_PRED_V : SDC_PRED_EPSILON) : r->sd.sched.prediction_type;
+    if (pt && strcmp(pt, "v_prediction") && strcmp(pt, "epsilon"))
+        return sdc_fail(err, SDC_EINVAL, "--prediction_type %s: expected epsilon or v_prediction", pt);
+    o.snr_gamma = a->snr_gamma;
+    o.grad_accum = a->gradient_accumulation_steps;
+    o.max_grad_norm = a->max_grad_norm;
+    o.gradient_checkpointing = a->gradient_checkpointing;
+    sdc_adamw_hparams_default(&o.adam);
+    o.adam.lr = a->learning_rate;
+    if (a->scale_lr) o.adam.lr = sdc_scale_lr(a->learning_rate, a->gradient_accumulation_steps, a->train_batch_size, 1);
+    o.adam.beta1 = a->adam_beta1;
+    o.adam.beta2 = a->adam_beta2;
+    o.adam.weight_decay = a->adam_weight_decay;
+    o.adam.eps = a->adam_epsilon;
+    sdc_lr_kind kind;
+    SDC_TRY(sdc_lr_kind_parse(a->lr_scheduler, &kind, err));
+    /* diffusers' scripts count the schedule in optimizer steps × processes */
+    SDC_TRY(sdc_lr_schedule_init(&o.lr, kind, o.adam.lr, a->lr_warmup_steps, a->max_train_steps, a->lr_num_cycles,
+                                 a->lr_power, err));
+    if (a->use_ema) {
+        if (r->lora) return sdc_fail(err, SDC_EINVAL, "--use_ema applies to full fine-tuning, not LoRA");
+        o.use_ema = 1;
+        sdc_ema_hparams_default(&o.ema);
+    }
+    sdc_clip_text *te[2] = {r->sd.te[0], r->sd.te[1]};
+    return sdc_trainer_init(&r->t, r->sd.unet, te, r->train_te ? r->sd.nte : 0, r->stores, r->nstores, &r->sd.sched,
+                            &o, &r->arena, err);
+}
+
+/* One micro-batch: images → latents (a sample of the VAE posterior ×
+ * scaling factor), captions → text states (or token ids when the text
+ * encoders train), noise and timesteps. */
+static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int64_t pos, int64_t epoch,
+                              uint64_t micro_index, double *loss, sdc_error *err) {
+    const sdc_train_args *a = r->a;
+    const int64_t B = r->B, res = r->res, per = r->per;
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &r->arena, NULL};
+    float *img = malloc((size_t)(B * 3 * res * res) * sizeof *img), *x0 = malloc((size_t)(B * per) * sizeof *x0);
+    float *noise = malloc((size_t)(B * per) * sizeof *noise), *in_noise = malloc((size_t)(B * per) * sizeof *in_noise);
+    float *ctx = calloc((size_t)(B * r->T * r->D), sizeof *ctx), *pooled = calloc((size_t)(B * (r->P ? r->P : 1)), sizeof *pooled);
+    int32_t *ids[2] = {malloc((size_t)(B * r->T) * sizeof(int32_t)), malloc((size_t)(B * r->T) * sizeof(int32_t))};
+    double *tids = malloc((size_t)B * 6 * sizeof *tids);
+    int64_t *ts = malloc((size_t)B * sizeof *ts);
+    sdc_status st = img && x0 && noise && in_noise && ctx && pooled && ids[0] && ids[1] && tids && ts
+                        ? SDC_OK
+                        : sdc_fail(err, SDC_ENOMEM, "out of memory for a batch of %lld", (long long)B);
+    sdc_sample_opts so = {.resolution = (int)res, .center_crop = a->center_crop, .random_flip = a->random_flip,
+                          .flip_before_crop = r->sd.nte == 2, .apply_exif = a->instance_data_dir != NULL};
+    for (int64_t b = 0; st == SDC_OK && b < B; b++) {
+        int64_t item = perm[(pos + b) % n_items];
+        sdc_sample_info info;
+        st = sdc_dataset_load_sample(&r->ds, item, &so, r->seed, (uint64_t)epoch, img + b * 3 * res * res, &info, err);
+        double id6[6] = {info.orig_h, info.orig_w, info.crop_top, info.crop_left, (double)res, (double)res};
+        memcpy(tids + 6 * b, id6, sizeof id6);
+        const char *cap = r->ds.items[item].caption;
+        for (int e = 0; st == SDC_OK && e < r->sd.nte; e++)
+            st = sdc_clip_tokenize(r->sd.tok[e], cap, ids[e] + b * r->T, NULL, err);
+        if (st == SDC_OK && !r->train_te) {
+            size_t mark = sdc_arena_mark(&r->arena);
+            sdc_tensor cc, pp;
+            st = sdc_encode_prompt(&c, &r->sd, cap, 0, &cc, &pp, err);
+            if (st == SDC_OK) {
+                sdc_op_download(&c, ctx + b * r->T * r->D, &cc);
+                if (r->P) sdc_op_download(&c, pooled + b * r->P, &pp);
+            }
+            sdc_arena_release(&r->arena, mark);
+        }
+    }
+    if (st == SDC_OK) {
+        /* latents = (mean + σ·ξ) × scaling_factor, per image */
+        const sdc_vae_config *vc = &r->sd.vae->cfg;
+        size_t mark = sdc_arena_mark(&r->arena);
+        sdc_tensor im = sdc_op_upload(&c, NULL, 4, SDC_SHAPE(B, 3, res, res), img);
+        sdc_tensor mean, logvar;
+        sdc_vae_encode(&c, r->sd.vae, &im, &mean, &logvar);
+        float *lv = malloc((size_t)(B * per) * sizeof *lv);
+        if (!lv) st = sdc_fail(err, SDC_ENOMEM, "out of memory");
+        if (st == SDC_OK) {
+            sdc_op_download(&c, x0, &mean);
+            sdc_op_download(&c, lv, &logvar);
+            sdc_rng rl;
+            stream(&rl, r->seed, RNG_LATENT, micro_index);
+            sdc_rng_fill_normal(&rl, noise, (size_t)(B * per));
+            for (int64_t i = 0; i < B * per; i++)
+                x0[i] = (float)(((double)x0[i] + exp(0.5 * lv[i]) * noise[i] - vc->shift_factor) * vc->scaling_factor);
+        }
+        free(lv);
+        sdc_arena_release(&r->arena, mark);
+    }
+    if (st == SDC_OK) {
+        sdc_rng rn, rt;
+        stream(&rn, r->seed, RNG_NOISE, micro_index);
+        sdc_rng_fill_normal(&rn, noise, (size_t)(B * per));
+        if (a->noise_offset > 0) {
+            /* noise += offset · ξ[b, c] broadcast over the pixels */
+            float off[256];
+            sdc_rng ro;
+            stream(&ro, r->seed, RNG_OFFSET, micro_index);
+            sdc_rng_fill_normal(&ro, off, (size_t)(B * r->C));
+            sdc_train_noise_offset(noise, off, (int)B, (int)r->C, r->h * r->w, a->noise_offset);
+        }
+        memcpy(in_noise, noise, (size_t)(B * per) * sizeof *noise);
+        if (a->input_perturbation > 0) {
+            sdc_rng rp;
+            stream(&rp, r->seed, RNG_PERTURB, micro_index);
+            sdc_rng_fill_normal(&rp, img, (size_t)(B * per));
+            sdc_train_input_perturbation(in_noise, noise, img, (size_t)(B * per), a->input_perturbation);
+        }
+        stream(&rt, r->seed, RNG_TIMESTEPS, micro_index);
+        for (int64_t b = 0; b < B; b++) ts[b] = sdc_rng_below(&rt, (uint32_t)r->sd.sched.num_train_timesteps);
+        sdc_train_batch batch = {.B = (int)B, .x0 = x0, .noise = noise, .input_noise = in_noise, .t = ts,
+                                 .context = ctx, .h = r->h, .w = r->w, .S = r->T, .text_embeds = pooled,
+                                 .time_ids = tids, .T = r->T};
+        batch.input_ids[0] = ids[0];
+        batch.input_ids[1] = ids[1];
+        st = sdc_trainer_micro_step(&r->t, &batch, loss, err);
+    }
+    free(img), free(x0), free(noise), free(in_noise), free(ctx), free(pooled), free(ids[0]), free(ids[1]);
+    free(tids), free(ts);
+    return st;
+}
+
+static sdc_status save_outputs(run *r, sdc_error *err) {
+    const sdc_train_args *a = r->a;
+    char path[4096];
+    if (r->lora) {
+        snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", a->output_dir);
+        SDC_TRY(sdc_lora_write_diffusers(path, &r->unet_lora, r->train_te ? &r->te_lora[0] : NULL,
+                                         r->train_te && r->sd.nte == 2 ? &r->te_lora[1] : NULL, SDC_F32, err));
+        SDC_INFO("wrote %s", path);
+        return SDC_OK;
+    }
+    if (r->t.o.use_ema) sdc_ema_copy_to(&r->t.ema, r->sd.unet->params.data); /* the scripts save the EMA weights */
+    if (r->sd.files.single_file)
+        return sdc_fail(err, SDC_EUNSUPPORTED, "%s: saving a full fine-tune needs a diffusers folder as the base model",
+                        a->pretrained_model_name_or_path);
+    const sdc_component *uc = sdc_model_component(&r->sd.files, "unet");
+    char *cfg = cJSON_Print(uc->config);
+    if (!cfg) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    /* the folder is built aside, then its entries move into output_dir
+     * (which already holds the checkpoints and logs) */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s/.sdc-model-%d", a->output_dir, (int)getpid());
+    sdc_status st = sdc_pipeline_write_diffusers(tmp, a->pretrained_model_name_or_path, &r->sd.unet->params, cfg,
+                                                 SDC_F32, err);
+    free(cfg);
+    static const char *const entries[] = {"model_index.json", "unet", "vae", "text_encoder", "text_encoder_2",
+                                          "tokenizer", "tokenizer_2", "scheduler"};
+    for (size_t i = 0; st == SDC_OK && i < sizeof entries / sizeof *entries; i++) {
+        char from[4400], to[4400], old[4500];
+        snprintf(from, sizeof from, "%s/%s", tmp, entries[i]);
+        snprintf(to, sizeof to, "%s/%s", a->output_dir, entries[i]);
+        if (!sdc_path_exists(from)) continue;
+        snprintf(old, sizeof old, "%s.old-%d", to, (int)getpid());
+        int had = sdc_path_exists(to) && rename(to, old) == 0;
+        if (rename(from, to) != 0) st = sdc_fail(err, SDC_EIO, "%s: cannot move into place: %s", to, strerror(errno));
+        if (had) {
+            char cmd[9000];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", old);
+            if (system(cmd) != 0) SDC_WARN("%s: could not remove the previous copy", old);
+        }
+    }
+    rmdir(tmp);
+    if (st == SDC_OK) SDC_INFO("wrote the fine-tuned model to %s", a->output_dir);
+    return st;
+}
+
+static sdc_status validate(run *r, sdc_error *err) {
+    const sdc_train_args *a = r->a;
+    if (!a->validation_prompt || a->num_validation_images <= 0) return SDC_OK;
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/validation", a->output_dir);
+    SDC_TRY(sdc_mkdirs(dir, err));
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &r->arena, NULL};
+    for (int i = 0; i < a->num_validation_images; i++) {
+        sdc_txt2img_opts o = {.prompt = a->validation_prompt, .steps = 30, .guidance = r->sd.nte == 2 ? 5.0 : 7.5,
+                              .sampler_from_config = 1, .seed = r->seed + (uint64_t)i, .height = (int)r->res,
+                              .width = (int)r->res, .batch = 1, .decode = 1};
+        sdc_txt2img_out out;
+        SDC_TRY(sdc_txt2img(&c, &r->sd, &o, &out, err));
+        int H = (int)out.image_shape[2], W = (int)out.image_shape[3];
+        uint8_t *rgb = malloc((size_t)H * W * 3);
+        sdc_status st = rgb ? SDC_OK : sdc_fail(err, SDC_ENOMEM, "out of memory");
+        if (st == SDC_OK) {
+            sdc_image_from_chw(out.images, H, W, rgb);
+            char path[4400], params[4400];
+            snprintf(path, sizeof path, "%s/step-%lld-%d.png", dir, (long long)r->t.step, i);
+            snprintf(params, sizeof params, "%s\nSteps: 30, CFG scale: %g, Seed: %llu, Size: %dx%d, Version: sdc",
+                     a->validation_prompt, o.guidance, (unsigned long long)o.seed, W, H);
+            const char *key = "parameters", *val = params;
+            st = sdc_png_write(path, rgb, W, H, 3, &key, &val, 1, err);
+        }
+        free(rgb);
+        sdc_txt2img_out_free(&out);
+        SDC_TRY(st);
+    }
+    return SDC_OK;
+}
+
+static sdc_status train(run *r, sdc_error *err) {
+    const sdc_train_args *a = r->a;
+    if (a->train_batch_size < 1 || a->gradient_accumulation_steps < 1 || a->resolution < 8)
+        return sdc_fail(err, SDC_EINVAL, "--train_batch_size, --gradient_accumulation_steps and --resolution must be positive");
+    r->seed = a->seed >= 0 ? (uint64_t)a->seed : 0;
+    SDC_TRY(pick_method(r, err));
+    SDC_TRY(load_data(r, err));
+    SDC_TRY(sdc_sd_load(a->pretrained_model_name_or_path, &(sdc_sd_load_opts){.variant = a->variant}, &r->sd, err));
+    const sdc_unet_config *uc = &r->sd.unet->cfg;
+    int s = sdc_vae_scale(&r->sd.vae->cfg);
+    r->res = a->resolution;
+    if (r->res % (s << (uc->levels - 1)))
+        return sdc_fail(err, SDC_EINVAL, "--resolution %d must be a multiple of %d for this model", a->resolution,
+                        s << (uc->levels - 1));
+    r->B = a->train_batch_size, r->C = uc->in_channels, r->h = r->w = r->res / s, r->per = r->C * r->h * r->w;
+    r->T = sdc_clip_tokenizer_max_length(r->sd.tok[0]);
+    r->D = uc->cross_attention_dim;
+    r->P = uc->text_time ? uc->projection_class_embeddings_input_dim - 6 * uc->addition_time_embed_dim : 0;
+    if (r->B * r->C > 256) return sdc_fail(err, SDC_ELIMIT, "--train_batch_size %d is larger than sdc accepts", a->train_batch_size);
+    size_t px = (size_t)(r->res * r->res);
+    SDC_TRY(sdc_arena_init(&r->arena, ((size_t)2 << 30) + px * (size_t)r->B * 200000, err));
+
+    /* steps: from epochs unless --max_train_steps */
+    const int64_t nb = sdc_dataset_num_batches(r->ds.n, r->B, 0);
+    const int64_t per_epoch = (nb + a->gradient_accumulation_steps - 1) / a->gradient_accumulation_steps;
+    sdc_train_args eff = *a;
+    if (eff.max_train_steps <= 0) eff.max_train_steps = eff.num_train_epochs * per_epoch;
+    r->a = &eff;
+    SDC_TRY(set_up_training(r, err));
+
+    SDC_TRY(sdc_mkdirs(a->output_dir, err));
+    sdc_train_progress prog = {.rng_seed = r->seed};
+    if (a->resume_from_checkpoint) {
+        char path[4096];
+        if (!strcmp(a->resume_from_checkpoint, "latest"))
+            SDC_TRY(sdc_train_checkpoint_latest(a->output_dir, path, sizeof path, err));
+        else
+            snprintf(path, sizeof path, "%s", a->resume_from_checkpoint);
+        SDC_TRY(sdc_train_checkpoint_load(&r->t, path, &prog, err));
+        SDC_INFO("resumed from %s at step %lld", path, (long long)r->t.step);
+    }
+    char logpath[4200];
+    snprintf(logpath, sizeof logpath, "%s", a->logging_dir ? a->logging_dir : a->output_dir);
+    SDC_TRY(sdc_mkdirs(logpath, err));
+    strncat(logpath, "/metrics.jsonl", sizeof logpath - strlen(logpath) - 1);
+    r->log = fopen(logpath, "a");
+    if (!r->log) return sdc_fail(err, SDC_EIO, "%s: cannot open: %s", logpath, strerror(errno));
+
+    fprintf(stderr, "sdc: training %s (%s), %lld images, batch %lld × %d accumulation, %lld steps\n",
+            r->lora ? "LoRA" : "full UNet", r->train_te ? "with text encoder" : "text encoder frozen",
+            (long long)r->ds.n, (long long)r->B, a->gradient_accumulation_steps, (long long)eff.max_train_steps);
+    int64_t *perm = malloc((size_t)r->ds.n * sizeof *perm);
+    if (!perm) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)prog.epoch, perm);
+    sdc_progress bar = {0};
+    sdc_progress_begin(&bar, "train", eff.max_train_steps);
+    sdc_progress_update(&bar, r->t.step);
+    sdc_status st = SDC_OK;
+    while (st == SDC_OK && r->t.step < eff.max_train_steps) {
+        double loss_sum = 0;
+        for (int k = 0; st == SDC_OK && k < a->gradient_accumulation_steps; k++) {
+            if (prog.data_pos >= r->ds.n) {
+                prog.epoch++;
+                prog.data_pos = 0;
+                sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)prog.epoch, perm);
+            }
+            double loss;
+            uint64_t micro = (uint64_t)(r->t.step * a->gradient_accumulation_steps + k);
+            st = micro_batch(r, perm, r->ds.n, prog.data_pos, prog.epoch, micro, &loss, err);
+            prog.data_pos += r->B;
+            loss_sum += loss;
+        }
+        if (st != SDC_OK) break;
+        double gn = 0, lr = 0;
+        int skipped = 0;
+        st = sdc_trainer_optimizer_step(&r->t, &gn, &lr, &skipped, err);
+        if (st != SDC_OK) break;
+        double loss = loss_sum / a->gradient_accumulation_steps;
+        fprintf(r->log, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g%s}\n",
+                (long long)r->t.step, (long long)prog.epoch, loss, lr, gn, skipped ? ", \"skipped\": true" : "");
+        fflush(r->log);
+        sdc_progress_set_postfix(&bar, "loss=%.4f", loss);
+        sdc_progress_update(&bar, r->t.step);
+        if (a->checkpointing_steps > 0 && r->t.step % a->checkpointing_steps == 0) {
+            if (a->checkpoints_total_limit > 0)
+                st = sdc_train_checkpoint_prune(a->output_dir, a->checkpoints_total_limit - 1, err);
+            if (st == SDC_OK) st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, NULL, 0, err);
+        }
+    }
+    sdc_progress_end(&bar);
+    free(perm);
+    if (st == SDC_OK) st = save_outputs(r, err);
+    if (st == SDC_OK) st = validate(r, err);
+    r->a = a;
+    return st;
+}
+
+sdc_status sdc_train_run(const sdc_train_args *a, sdc_error *err) {
+    run *r = calloc(1, sizeof *r);
+    if (!r) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    r->a = a;
+    sdc_status st = train(r, err);
+    if (r->log) fclose(r->log);
+    if (r->t.train[0]) sdc_trainer_free(&r->t);
+    sdc_lora_detach(&r->unet_lora);
+    sdc_lora_detach(&r->te_lora[0]);
+    sdc_lora_detach(&r->te_lora[1]);
+    if (r->sd.unet) sdc_sd_free(&r->sd);
+    sdc_dataset_free(&r->ds);
+    if (r->arena.base) sdc_arena_free(&r->arena);
+    free(r);
+    return st;
+}
