@@ -119,6 +119,8 @@ LIB_SRC  += $(if $(USE_CUDA),,src/backend/cuda/cuda_none.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.cu.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+# the commands' own code (flag parsing, checks) is tested in-process too
+CLI_LIB_OBJ := $(filter-out $(BUILD)/src/cli/main.o,$(CLI_OBJ))
 
 .PHONY: all cuda test bench check-deps clean
 all: sdc
@@ -131,7 +133,7 @@ sdc: $(LIB_OBJ) $(CLI_OBJ)
 	@echo LINK $@
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/sdc_tests: $(LIB_OBJ) $(TEST_OBJ)
+$(BUILD)/sdc_tests: $(LIB_OBJ) $(CLI_LIB_OBJ) $(TEST_OBJ)
 	@echo LINK $@
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

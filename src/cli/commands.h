@@ -12,10 +12,14 @@ int cmd_generate(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 
 /* Prints "sdc: error: <msg>" and returns 1. */
 int cli_error(const sdc_error *err);
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The last error message (tests), and a switch that stops printing it. */
+const char *cli_last_error(void);
+extern int cli_quiet;
 
 #endif

@@ -17,25 +17,11 @@ static const command k_commands[] = {
     {"check", cmd_check, "run a model against golden reference outputs and print each relative error"},
     {"info", cmd_info, "describe a model folder or checkpoint file: family, components, parameters, dtypes, problems"},
     {"init", cmd_init, "write a randomly initialised model folder (sd15, sd21, sdxl, tiny) in the diffusers layout"},
+    {"train", cmd_train, "fine-tune a model: full, LoRA, DreamBooth (diffusers' training-script flags)"},
     {"tokenize", cmd_tokenize, "print the token ids of a prompt for each tokenizer of a model"},
     {"version", cmd_version, "print the version and the compiled-in backends (CUDA, cuDNN, NCCL, MPI)"},
 };
 #define NCOMMANDS (int)(sizeof k_commands / sizeof k_commands[0])
-
-int cli_error(const sdc_error *err) {
-    fprintf(stderr, "sdc: error: %s\n", err->msg[0] ? err->msg : sdc_status_name(err->code));
-    return 1;
-}
-
-int cli_usage_error(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "sdc: error: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    return 2;
-}
 
 static void usage(FILE *f) {
     fprintf(f, "usage: sdc <command> [options]   (sdc <command> --help for its options)\n\ncommands:\n");

@@ -340,6 +340,8 @@ static sdc_status train(run *r, sdc_error *err) {
     if (a->train_batch_size < 1 || a->gradient_accumulation_steps < 1 || a->resolution < 8)
         return sdc_fail(err, SDC_EINVAL, "--train_batch_size, --gradient_accumulation_steps and --resolution must be positive");
     r->seed = a->seed >= 0 ? (uint64_t)a->seed : 0;
+    if (a->pretrained_vae_model_name_or_path)
+        return sdc_fail(err, SDC_EUNSUPPORTED, "--pretrained_vae_model_name_or_path is not supported yet (the model's own VAE is used)");
     SDC_TRY(pick_method(r, err));
     SDC_TRY(load_data(r, err));
     SDC_TRY(sdc_sd_load(a->pretrained_model_name_or_path, &(sdc_sd_load_opts){.variant = a->variant}, &r->sd, err));
@@ -376,8 +378,11 @@ static sdc_status train(run *r, sdc_error *err) {
         SDC_TRY(sdc_train_checkpoint_load(&r->t, path, &prog, err));
         SDC_INFO("resumed from %s at step %lld", path, (long long)r->t.step);
     }
+    /* as the scripts: logging_dir is relative to output_dir */
     char logpath[4200];
-    snprintf(logpath, sizeof logpath, "%s", a->logging_dir ? a->logging_dir : a->output_dir);
+    if (!a->logging_dir) snprintf(logpath, sizeof logpath, "%s", a->output_dir);
+    else if (a->logging_dir[0] == '/') snprintf(logpath, sizeof logpath, "%s", a->logging_dir);
+    else snprintf(logpath, sizeof logpath, "%s/%s", a->output_dir, a->logging_dir);
     SDC_TRY(sdc_mkdirs(logpath, err));
     strncat(logpath, "/metrics.jsonl", sizeof logpath - strlen(logpath) - 1);
     r->log = fopen(logpath, "a");
