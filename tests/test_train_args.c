@@ -145,10 +145,12 @@ TEST(train_args_errors) {
     CHECK_MSG(strstr(g_msg, "needs --instance_prompt"), "%s", g_msg);
     CHECK_EQ_INT(PARSE(&a, note, "--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
                        "--with_prior_preservation"), 2);
-    CHECK_MSG(strstr(g_msg, "prior preservation") && strstr(g_msg, "not implemented"), "%s", g_msg);
+    CHECK_MSG(strstr(g_msg, "needs --class_data_dir and --class_prompt"), "%s", g_msg);
     CHECK_EQ_INT(PARSE(&a, note, "--pretrained_model_name_or_path", "m", "--instance_data_dir", "d", "--instance_prompt", "p",
-                       "--class_data_dir", "c"), 2);
-    CHECK_MSG(strstr(g_msg, "not implemented"), "%s", g_msg);
+                       "--with_prior_preservation", "--class_data_dir", "c", "--class_prompt", "a dog",
+                       "--num_class_images", "50", "--prior_loss_weight", "0.5"), 0);
+    CHECK(a.with_prior_preservation && a.num_class_images == 50 && a.prior_loss_weight == 0.5);
+    CHECK_STR(a.class_prompt, "a dog");
     CHECK_EQ_INT(PARSE(&a, note, "--pretrained_model_name_or_path", "m", "--train_data_dir", "d", "--method", "qlora"), 2);
     CHECK_EQ_INT(PARSE(&a, note, "--pretrained_model_name_or_path", "m", "--train_data_dir", "d", "--resolution", "500"), 2);
     CHECK_EQ_INT(PARSE(&a, note, "--pretrained_model_name_or_path", "m", "--train_data_dir", "d", "--adam_beta2", "1"), 2);

@@ -7,6 +7,7 @@
 #include "core/fs.h"
 #include "io/lora.h"
 #include "io/safetensors.h"
+#include "data/dataset.h"
 #include "pipeline/train_run.h"
 #include "test.h"
 
@@ -44,7 +45,7 @@ TEST(train_run_lora_writes_a_loadable_lora_and_resumes_exactly) {
     a.rank = 4;
     a.checkpoints_total_limit = 1;
     REQUIRE_OK(sdc_train_run(&a, &err), &err);
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out1);
+    snprintf(path, sizeof path, "%s/logs/metrics.jsonl", out1);
     CHECK_EQ_INT(count_lines(path), 4);
     snprintf(path, sizeof path, "%s/checkpoint-4/state.json", out1);
     CHECK(sdc_path_exists(path));
@@ -112,4 +113,40 @@ TEST(train_run_user_errors) {
     small_run(&a, test_tmpdir());
     a.resume_from_checkpoint = "latest";
     CHECK(sdc_train_run(&a, &err) == SDC_ENOTFOUND);
+}
+
+/* DreamBooth LoRA with prior preservation: the missing class images are
+ * generated with the model into the class folder, then each step trains on
+ * instance and class images together. */
+TEST(train_run_dreambooth_prior_preservation) {
+    sdc_error err = {0};
+    char out[512], cls[512], cmd[2048], path[1024];
+    snprintf(out, sizeof out, "%s/db", test_tmpdir());
+    snprintf(cls, sizeof cls, "%s/class", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp tests/data/datasets/dreambooth/class/c0.png '%s/'", cls, cls);
+    REQUIRE(system(cmd) == 0);
+    sdc_train_args a;
+    small_run(&a, out);
+    a.train_data_dir = NULL;
+    a.instance_data_dir = "tests/data/datasets/dreambooth/instance";
+    a.instance_prompt = "a photo of sks dog";
+    a.with_prior_preservation = 1;
+    a.class_data_dir = cls;
+    a.class_prompt = "a photo of a dog";
+    a.num_class_images = 3;
+    a.sample_batch_size = 2;
+    a.prior_loss_weight = 1.0;
+    a.rank = 4;
+    a.max_train_steps = 2;
+    a.checkpointing_steps = 0;
+    REQUIRE_OK(sdc_train_run(&a, &err), &err);
+    int64_t missing = -1;
+    REQUIRE_OK(sdc_dataset_class_images_missing(cls, 3, &missing, &err), &err);
+    CHECK_EQ_INT(missing, 0);
+    snprintf(path, sizeof path, "%s/class-000001-sdc.png", cls);
+    CHECK(sdc_path_exists(path));
+    snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", out);
+    CHECK(sdc_path_exists(path));
+    snprintf(path, sizeof path, "%s/logs/metrics.jsonl", out);
+    CHECK_EQ_INT(count_lines(path), 2);
 }

@@ -15,14 +15,11 @@
 
 #define MAX_FLAGS 96
 
-/* Flags sdc accepts and does not use, and the prior-preservation flags it
- * refuses: their values land here, not in sdc_train_args. */
+/* Flags sdc accepts and does not use: their values land here, not in
+ * sdc_train_args. */
 typedef struct {
     const char *config, *revision, *mixed_precision, *report_to, *hub_token, *hub_model_id;
     int xformers, allow_tf32, use_8bit_adam, push_to_hub, dataloader_num_workers;
-    int with_prior_preservation, num_class_images;
-    const char *class_data_dir, *class_prompt;
-    double prior_loss_weight;
 } train_extra;
 
 /* The config file's JSON; a's strings point into it. */
@@ -53,8 +50,9 @@ static void set_defaults(sdc_train_args *a, train_extra *x) {
     a->checkpointing_steps = 500;
     a->num_validation_images = 4;
     a->logging_dir = "logs";
-    x->num_class_images = 100; /* dreambooth */
-    x->prior_loss_weight = 1.0;
+    a->num_class_images = 100; /* dreambooth */
+    a->prior_loss_weight = 1.0;
+    a->sample_batch_size = 4;
 }
 
 static int build_table(cli_flag *t, sdc_train_args *a, train_extra *x) {
@@ -86,12 +84,17 @@ static int build_table(cli_flag *t, sdc_train_args *a, train_extra *x) {
         CLI_FLAG("rank", CLI_INT, &a->rank, "N", "LoRA rank", "4", ME),
         CLI_FLAG("lora_alpha", CLI_DOUBLE, &a->lora_alpha, "F", "LoRA alpha; the update is scaled by alpha/rank", "= rank", ME),
         CLI_FLAG("train_text_encoder", CLI_BOOL, &a->train_text_encoder, NULL, "train the text encoder too", "off", ME),
-        CLI_FLAG("with_prior_preservation", CLI_BOOL, &x->with_prior_preservation, NULL,
-                 "DreamBooth prior preservation: not implemented yet (an error)", "off", ME),
-        CLI_FLAG("class_data_dir", CLI_STR, &x->class_data_dir, "DIR", "prior preservation: not implemented yet", NULL, ME),
-        CLI_FLAG("class_prompt", CLI_STR, &x->class_prompt, "TEXT", "prior preservation: not implemented yet", NULL, ME),
-        CLI_FLAG("num_class_images", CLI_INT, &x->num_class_images, "N", "prior preservation: not implemented yet", "100", ME),
-        CLI_FLAG("prior_loss_weight", CLI_DOUBLE, &x->prior_loss_weight, "F", "prior preservation: not implemented yet", "1.0", ME),
+        CLI_FLAG("with_prior_preservation", CLI_BOOL, &a->with_prior_preservation, NULL,
+                 "DreamBooth prior preservation: also train on class images of the subject's class", "off", ME),
+        CLI_FLAG("class_data_dir", CLI_STR, &a->class_data_dir, "DIR",
+                 "class images (missing ones are generated there with the model)", NULL, ME),
+        CLI_FLAG("class_prompt", CLI_STR, &a->class_prompt, "TEXT", "the prompt of the class images", NULL, ME),
+        CLI_FLAG("num_class_images", CLI_I64, &a->num_class_images, "N", "class images to have (generated up to this)",
+                 "100", ME),
+        CLI_FLAG("prior_loss_weight", CLI_DOUBLE, &a->prior_loss_weight, "F", "weight of the class images' loss", "1.0",
+                 ME),
+        CLI_FLAG("sample_batch_size", CLI_INT, &a->sample_batch_size, "N", "batch size when generating class images",
+                 "4", ME),
         CLI_FLAG("train_batch_size", CLI_INT, &a->train_batch_size, "N", "images per device per micro-step",
                  "16; dreambooth methods 4", S),
         CLI_FLAG("num_train_epochs", CLI_I64, &a->num_train_epochs, "N", "passes over the data (unless --max_train_steps)",
@@ -277,12 +280,16 @@ static int validate(const sdc_train_args *a, const train_extra *x, const cli_fla
                                          "constant", "constant_with_warmup", NULL};
     static const char *const preds[] = {"epsilon", "v_prediction", NULL};
     static const char *const precisions[] = {"no", "fp16", "bf16", NULL};
-    /* Refused loudly: silently training without the class images would give
-     * a different model from the one asked for. */
-    if (x->with_prior_preservation || set_(t, n, "class_data_dir") || set_(t, n, "class_prompt") ||
-        set_(t, n, "num_class_images") || set_(t, n, "prior_loss_weight"))
-        return cli_usage_error("DreamBooth prior preservation (--with_prior_preservation, --class_data_dir, --class_prompt, "
-                               "--num_class_images, --prior_loss_weight) is not implemented in sdc yet; train without it");
+    /* diffusers only warns about class flags without prior preservation;
+     * sdc refuses them, since they would silently do nothing */
+    if (!a->with_prior_preservation && (set_(t, n, "class_data_dir") || set_(t, n, "class_prompt")))
+        return cli_usage_error("--class_data_dir/--class_prompt do nothing without --with_prior_preservation");
+    if (a->with_prior_preservation && (!a->class_data_dir || !a->class_prompt))
+        return cli_usage_error("--with_prior_preservation needs --class_data_dir and --class_prompt");
+    if (a->with_prior_preservation && !a->instance_data_dir)
+        return cli_usage_error("--with_prior_preservation is DreamBooth's: give --instance_data_dir and --instance_prompt");
+    if (a->with_prior_preservation && (a->num_class_images < 1 || a->sample_batch_size < 1 || a->prior_loss_weight < 0))
+        return cli_usage_error("--num_class_images and --sample_batch_size must be positive, --prior_loss_weight ≥ 0");
     if (!a->pretrained_model_name_or_path)
         return cli_usage_error("--pretrained_model_name_or_path is required (a diffusers folder or a checkpoint file)");
     int sources = !!a->train_data_dir + !!a->dataset_name + !!a->instance_data_dir;

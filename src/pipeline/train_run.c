@@ -51,6 +51,10 @@ void sdc_train_args_default(sdc_train_args *a) {
     a->output_dir = "sd-model-finetuned";
     a->checkpointing_steps = 500;
     a->num_validation_images = 4;
+    a->logging_dir = "logs";
+    a->num_class_images = 100;
+    a->prior_loss_weight = 1.0;
+    a->sample_batch_size = 4;
 }
 
 /* Random streams: one Philox key per (seed, purpose, step). */
@@ -62,7 +66,8 @@ static void stream(sdc_rng *r, uint64_t seed, int purpose, uint64_t step) {
 typedef struct run {
     const sdc_train_args *a;
     sdc_sd sd;
-    sdc_dataset ds;
+    sdc_dataset ds, cls; /* training images; DreamBooth class images (prior preservation) */
+    int64_t *cls_perm;
     int lora, train_te;
     sdc_lora_set unet_lora, te_lora[2];
     sdc_params *stores[4];
@@ -171,7 +176,10 @@ static sdc_status set_up_training(run *r, sdc_error *err) {
 static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int64_t pos, int64_t epoch,
                               uint64_t micro_index, double *loss, sdc_error *err) {
     const sdc_train_args *a = r->a;
-    const int64_t B = r->B, res = r->res, per = r->per;
+    const int prior = a->with_prior_preservation;
+    /* the UNet batch: B training images, then (prior preservation) B class
+     * images, as train_dreambooth.py concatenates them */
+    const int64_t B = prior ? 2 * r->B : r->B, res = r->res, per = r->per;
     sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &r->arena, NULL};
     float *img = malloc((size_t)(B * 3 * res * res) * sizeof *img), *x0 = malloc((size_t)(B * per) * sizeof *x0);
     float *noise = malloc((size_t)(B * per) * sizeof *noise), *in_noise = malloc((size_t)(B * per) * sizeof *in_noise);
@@ -179,18 +187,25 @@ static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int6
     int32_t *ids[2] = {malloc((size_t)(B * r->T) * sizeof(int32_t)), malloc((size_t)(B * r->T) * sizeof(int32_t))};
     double *tids = malloc((size_t)B * 6 * sizeof *tids);
     int64_t *ts = malloc((size_t)B * sizeof *ts);
+    float sw[512];
     sdc_status st = img && x0 && noise && in_noise && ctx && pooled && ids[0] && ids[1] && tids && ts
                         ? SDC_OK
                         : sdc_fail(err, SDC_ENOMEM, "out of memory for a batch of %lld", (long long)B);
     sdc_sample_opts so = {.resolution = (int)res, .center_crop = a->center_crop, .random_flip = a->random_flip,
                           .flip_before_crop = r->sd.nte == 2, .apply_exif = a->instance_data_dir != NULL};
     for (int64_t b = 0; st == SDC_OK && b < B; b++) {
-        int64_t item = perm[(pos + b) % n_items];
+        int is_class = b >= r->B;
+        const sdc_dataset *ds = is_class ? &r->cls : &r->ds;
+        int64_t item = is_class ? r->cls_perm[(pos + b - r->B) % r->cls.n] : perm[(pos + b) % n_items];
+        /* DreamBooth's loss: instance MSE + prior_loss_weight · class MSE
+         * (weights 2 and 2λ over the doubled batch's mean) */
+        sw[b] = prior ? (float)(is_class ? 2.0 * a->prior_loss_weight : 2.0) : 1.0f;
         sdc_sample_info info;
-        st = sdc_dataset_load_sample(&r->ds, item, &so, r->seed, (uint64_t)epoch, img + b * 3 * res * res, &info, err);
+        st = sdc_dataset_load_sample(ds, item, &so, is_class ? ~r->seed : r->seed, (uint64_t)epoch,
+                                     img + b * 3 * res * res, &info, err);
         double id6[6] = {info.orig_h, info.orig_w, info.crop_top, info.crop_left, (double)res, (double)res};
         memcpy(tids + 6 * b, id6, sizeof id6);
-        const char *cap = r->ds.items[item].caption;
+        const char *cap = ds->items[item].caption;
         for (int e = 0; st == SDC_OK && e < r->sd.nte; e++)
             st = sdc_clip_tokenize(r->sd.tok[e], cap, ids[e] + b * r->T, NULL, err);
         if (st == SDC_OK && !r->train_te) {
@@ -248,7 +263,7 @@ static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int6
         for (int64_t b = 0; b < B; b++) ts[b] = sdc_rng_below(&rt, (uint32_t)r->sd.sched.num_train_timesteps);
         sdc_train_batch batch = {.B = (int)B, .x0 = x0, .noise = noise, .input_noise = in_noise, .t = ts,
                                  .context = ctx, .h = r->h, .w = r->w, .S = r->T, .text_embeds = pooled,
-                                 .time_ids = tids, .T = r->T};
+                                 .time_ids = tids, .T = r->T, .sample_weights = prior ? sw : NULL};
         batch.input_ids[0] = ids[0];
         batch.input_ids[1] = ids[1];
         st = sdc_trainer_micro_step(&r->t, &batch, loss, err);
@@ -335,11 +350,60 @@ static sdc_status validate(run *r, sdc_error *err) {
     return SDC_OK;
 }
 
+/* Prior preservation's class images: generated with the model (its own
+ * scheduler, 50 steps, default guidance, as the script's pipeline call)
+ * until --num_class_images exist, then scanned. */
+static sdc_status class_images(run *r, sdc_error *err) {
+    const sdc_train_args *a = r->a;
+    SDC_TRY(sdc_mkdirs(a->class_data_dir, err));
+    int64_t missing = 0;
+    SDC_TRY(sdc_dataset_class_images_missing(a->class_data_dir, a->num_class_images, &missing, err));
+    if (missing > 0) {
+        fprintf(stderr, "sdc: generating %lld class images of \"%s\" in %s\n", (long long)missing, a->class_prompt,
+                a->class_data_dir);
+        sdc_arena arena;
+        SDC_TRY(sdc_arena_init(&arena, ((size_t)2 << 30) + (size_t)(r->res * r->res) * (size_t)a->sample_batch_size * 100000, err));
+        sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL};
+        sdc_status st = SDC_OK;
+        for (int64_t done = 0; st == SDC_OK && done < missing;) {
+            int n = (int)(missing - done < a->sample_batch_size ? missing - done : a->sample_batch_size);
+            sdc_txt2img_opts o = {.prompt = a->class_prompt, .steps = 50, .guidance = r->sd.nte == 2 ? 5.0 : 7.5,
+                                  .sampler_from_config = 1, .seed = r->seed ^ 0xC1A55ull ^ (uint64_t)done,
+                                  .height = (int)r->res, .width = (int)r->res, .batch = n, .decode = 1};
+            sdc_txt2img_out out;
+            st = sdc_txt2img(&c, &r->sd, &o, &out, err);
+            int H = (int)out.image_shape[2], W = (int)out.image_shape[3];
+            uint8_t *rgb = st == SDC_OK ? malloc((size_t)H * W * 3) : NULL;
+            if (st == SDC_OK && !rgb) st = sdc_fail(err, SDC_ENOMEM, "out of memory");
+            for (int i = 0; st == SDC_OK && i < n; i++) {
+                sdc_image_from_chw(out.images + (size_t)i * 3 * H * W, H, W, rgb);
+                char path[4200];
+                snprintf(path, sizeof path, "%s/class-%06lld-sdc.png", a->class_data_dir, (long long)(done + i));
+                st = sdc_png_write(path, rgb, W, H, 3, NULL, NULL, 0, err);
+            }
+            free(rgb);
+            if (st == SDC_OK) sdc_txt2img_out_free(&out);
+            done += n;
+        }
+        sdc_arena_free(&arena);
+        SDC_TRY(st);
+    }
+    sdc_dataset_init(&r->cls);
+    SDC_TRY(sdc_dataset_scan_images(&r->cls, a->class_data_dir, a->class_prompt, 0, err));
+    r->cls_perm = malloc((size_t)r->cls.n * sizeof *r->cls_perm);
+    if (!r->cls_perm) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    return SDC_OK;
+}
+
 static sdc_status train(run *r, sdc_error *err) {
     const sdc_train_args *a = r->a;
     if (a->train_batch_size < 1 || a->gradient_accumulation_steps < 1 || a->resolution < 8)
         return sdc_fail(err, SDC_EINVAL, "--train_batch_size, --gradient_accumulation_steps and --resolution must be positive");
     r->seed = a->seed >= 0 ? (uint64_t)a->seed : 0;
+    if (a->with_prior_preservation && a->snr_gamma > 0)
+        return sdc_fail(err, SDC_EUNSUPPORTED, "--snr_gamma with --with_prior_preservation is not supported yet");
+    if (a->with_prior_preservation && (!a->class_data_dir || !a->class_prompt || !a->instance_data_dir))
+        return sdc_fail(err, SDC_EINVAL, "--with_prior_preservation needs --instance_data_dir, --class_data_dir and --class_prompt");
     if (a->pretrained_vae_model_name_or_path)
         return sdc_fail(err, SDC_EUNSUPPORTED, "--pretrained_vae_model_name_or_path is not supported yet (the model's own VAE is used)");
     SDC_TRY(pick_method(r, err));
@@ -355,7 +419,8 @@ static sdc_status train(run *r, sdc_error *err) {
     r->T = sdc_clip_tokenizer_max_length(r->sd.tok[0]);
     r->D = uc->cross_attention_dim;
     r->P = uc->text_time ? uc->projection_class_embeddings_input_dim - 6 * uc->addition_time_embed_dim : 0;
-    if (r->B * r->C > 256) return sdc_fail(err, SDC_ELIMIT, "--train_batch_size %d is larger than sdc accepts", a->train_batch_size);
+    if (2 * r->B * r->C > 256) return sdc_fail(err, SDC_ELIMIT, "--train_batch_size %d is larger than sdc accepts", a->train_batch_size);
+    if (a->with_prior_preservation) SDC_TRY(class_images(r, err));
     size_t px = (size_t)(r->res * r->res);
     SDC_TRY(sdc_arena_init(&r->arena, ((size_t)2 << 30) + px * (size_t)r->B * 200000, err));
 
@@ -394,6 +459,7 @@ static sdc_status train(run *r, sdc_error *err) {
     int64_t *perm = malloc((size_t)r->ds.n * sizeof *perm);
     if (!perm) return sdc_fail(err, SDC_ENOMEM, "out of memory");
     sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)prog.epoch, perm);
+    if (a->with_prior_preservation) sdc_dataset_epoch_order(&r->cls, ~r->seed, (uint64_t)prog.epoch, r->cls_perm);
     sdc_progress bar = {0};
     sdc_progress_begin(&bar, "train", eff.max_train_steps);
     sdc_progress_update(&bar, r->t.step);
@@ -405,6 +471,8 @@ static sdc_status train(run *r, sdc_error *err) {
                 prog.epoch++;
                 prog.data_pos = 0;
                 sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)prog.epoch, perm);
+                if (a->with_prior_preservation)
+                    sdc_dataset_epoch_order(&r->cls, ~r->seed, (uint64_t)prog.epoch, r->cls_perm);
             }
             double loss;
             uint64_t micro = (uint64_t)(r->t.step * a->gradient_accumulation_steps + k);
@@ -449,6 +517,8 @@ sdc_status sdc_train_run(const sdc_train_args *a, sdc_error *err) {
     sdc_lora_detach(&r->te_lora[1]);
     if (r->sd.unet) sdc_sd_free(&r->sd);
     sdc_dataset_free(&r->ds);
+    sdc_dataset_free(&r->cls);
+    free(r->cls_perm);
     if (r->arena.base) sdc_arena_free(&r->arena);
     free(r);
     return st;

@@ -17,6 +17,14 @@ typedef struct sdc_train_args {
     const char *train_data_dir, *dataset_name, *image_column, *caption_column, *caption_extension;
     int64_t max_train_samples; /* 0: all */
     const char *instance_data_dir, *instance_prompt;
+    /* DreamBooth prior preservation: class images (generated with the model
+     * up to num_class_images when fewer exist), loss = instance MSE +
+     * prior_loss_weight · class MSE */
+    int with_prior_preservation;
+    const char *class_data_dir, *class_prompt;
+    int64_t num_class_images;
+    double prior_loss_weight;
+    int sample_batch_size;
     int resolution, center_crop, random_flip;
     /* method: "full", "lora", "dreambooth", "dreambooth_lora"; NULL: from the flags */
     const char *method;

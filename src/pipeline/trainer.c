@@ -101,6 +101,12 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
             sdc_train_min_snr_weights(w, snr, B, t->o.snr_gamma, t->o.prediction);
             weights = w;
         }
+        if (b->sample_weights) {
+            /* mean over samples of w_b·mse_b: with weights 2 and 2λ on equal
+             * halves this is mse(instance) + λ·mse(class), DreamBooth's loss */
+            for (int i = 0; i < B; i++) w[i] = (weights ? w[i] : 1.0f) * b->sample_weights[i];
+            weights = w;
+        }
         size_t mark = sdc_arena_mark(c->arena);
         sdc_tape_reset(&t->tape);
         sdc_tape *tape = c->tape;

@@ -40,6 +40,7 @@ typedef struct sdc_train_batch {
     const float *x0;       /* [B, C, h, w] latents × VAE scaling factor */
     const float *noise;    /* [B, C, h, w]: the target's ε (noise offset already applied by the caller) */
     const float *input_noise; /* --input_perturbation: the ε that noises the input (NULL: noise) */
+    const float *sample_weights; /* [B] loss weight per sample (prior preservation), NULL: 1 */
     const int64_t *t;      /* [B] */
     const float *context;  /* [B, S, D] encoder_hidden_states */
     int64_t h, w, S;
