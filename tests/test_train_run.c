@@ -180,3 +180,31 @@ TEST(train_run_sdxl_lora_with_text_encoders) {
     CHECK_MSG(run_sdc(args, log, sizeof log) == 0, "%s", log);
     CHECK_MSG(strstr(log, "warning") == NULL, "%s", log);
 }
+
+/* Both LoRA formats, and validation images during the run. */
+TEST(train_run_kohya_output_and_validation_steps) {
+    sdc_error err = {0};
+    char out[512], path[1024];
+    snprintf(out, sizeof out, "%s/k", test_tmpdir());
+    sdc_train_args a;
+    small_run(&a, out);
+    a.rank = 4;
+    a.max_train_steps = 2;
+    a.checkpointing_steps = 0;
+    a.lora_format = "both";
+    a.validation_prompt = "a red cube";
+    a.num_validation_images = 1;
+    a.validation_steps = 1;
+    REQUIRE_OK(sdc_train_run(&a, &err), &err);
+    snprintf(path, sizeof path, "%s/lora_kohya.safetensors", out);
+    sdc_lora l;
+    REQUIRE_OK(sdc_lora_open(path, &l, &err), &err);
+    CHECK_STR(l.format, "kohya");
+    sdc_lora_free(&l);
+    snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", out);
+    CHECK(sdc_path_exists(path));
+    for (int s = 1; s <= 2; s++) {
+        snprintf(path, sizeof path, "%s/validation/step-%d-0.png", out, s);
+        CHECK_MSG(sdc_path_exists(path), "%s missing", path);
+    }
+}

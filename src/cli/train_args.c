@@ -129,8 +129,16 @@ static int build_table(cli_flag *t, sdc_train_args *a, train_extra *x) {
         CLI_FLAG("checkpointing_steps", CLI_I64, &a->checkpointing_steps, "N", "save a resumable checkpoint every N steps", "500", OU),
         CLI_FLAG("checkpoints_total_limit", CLI_INT, &a->checkpoints_total_limit, "N", "keep only the newest N checkpoints", "all", OU),
         CLI_FLAG("resume_from_checkpoint", CLI_STR, &a->resume_from_checkpoint, "PATH", "a checkpoint folder, or \"latest\"", NULL, OU),
-        CLI_FLAG("validation_prompt", CLI_STR, &a->validation_prompt, "TEXT", "render this prompt at checkpoints", NULL, OU),
+        CLI_FLAG("validation_prompt", CLI_STR, &a->validation_prompt, "TEXT",
+                 "render this prompt into output_dir/validation at the end (and as below)", NULL, OU),
         CLI_FLAG("num_validation_images", CLI_INT, &a->num_validation_images, "N", "images per validation", "4", OU),
+        CLI_FLAG("validation_steps", CLI_I64, &a->validation_steps, "N", "also validate every N steps (dreambooth)",
+                 "end only", OU),
+        CLI_FLAG("validation_epochs", CLI_I64, &a->validation_epochs, "N", "also validate every N epochs (text_to_image)",
+                 "end only", OU),
+        CLI_FLAG("lora_format", CLI_STR, &a->lora_format, "FMT",
+                 "LoRA file: diffusers (pytorch_lora_weights.safetensors), kohya (for A1111/ComfyUI/kohya), or both",
+                 "diffusers", OU),
         CLI_FLAG("logging_dir", CLI_STR, &a->logging_dir, "DIR", "metrics (JSONL), under output_dir", "logs", OU),
         CLI_FLAG("enable_xformers_memory_efficient_attention", CLI_BOOL, &x->xformers, NULL, "ignored: sdc's attention is always memory-efficient", NULL, N),
         CLI_FLAG("allow_tf32", CLI_BOOL, &x->allow_tf32, NULL, "ignored: CPU trains in fp32; CUDA TF32 comes later", NULL, N),
@@ -335,6 +343,11 @@ static int validate(const sdc_train_args *a, const train_extra *x, const cli_fla
     if (a->checkpointing_steps < 1) return cli_usage_error("--checkpointing_steps must be at least 1");
     if (a->checkpoints_total_limit < 0) return cli_usage_error("--checkpoints_total_limit must be 0 (all) or more");
     if (a->num_validation_images < 0) return cli_usage_error("--num_validation_images must be 0 or more");
+    if (a->validation_steps < 0 || a->validation_epochs < 0)
+        return cli_usage_error("--validation_steps and --validation_epochs must be 0 or more");
+    if (a->lora_format && strcmp(a->lora_format, "diffusers") && strcmp(a->lora_format, "kohya") &&
+        strcmp(a->lora_format, "both"))
+        return cli_usage_error("--lora_format %s: expected diffusers, kohya or both", a->lora_format);
     if (x->mixed_precision && !is_one_of(x->mixed_precision, precisions))
         return cli_usage_error("--mixed_precision must be no, fp16 or bf16, got \"%s\"", x->mixed_precision);
     if (x->dataloader_num_workers < 0) return cli_usage_error("--dataloader_num_workers must be 0 or more");

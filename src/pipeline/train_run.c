@@ -277,10 +277,22 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
     const sdc_train_args *a = r->a;
     char path[4096];
     if (r->lora) {
-        snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", a->output_dir);
-        SDC_TRY(sdc_lora_write_diffusers(path, &r->unet_lora, r->train_te ? &r->te_lora[0] : NULL,
-                                         r->train_te && r->sd.nte == 2 ? &r->te_lora[1] : NULL, SDC_F32, err));
-        SDC_INFO("wrote %s", path);
+        const char *fmt = a->lora_format ? a->lora_format : "diffusers";
+        const sdc_lora_set *te = r->train_te ? &r->te_lora[0] : NULL;
+        const sdc_lora_set *te2 = r->train_te && r->sd.nte == 2 ? &r->te_lora[1] : NULL;
+        if (strcmp(fmt, "kohya") != 0) {
+            snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", a->output_dir);
+            SDC_TRY(sdc_lora_write_diffusers(path, &r->unet_lora, te, te2, SDC_F32, err));
+            SDC_INFO("wrote %s", path);
+        }
+        if (strcmp(fmt, "diffusers") != 0) {
+            /* sd-scripts' names: SGM module paths for SDXL, diffusers' for SD 1.x/2.x */
+            sdc_unet_layout layout;
+            int sgm = sdc_lora_kohya_wants_sgm(r->sd.family) && sdc_unet_layout_read(&r->sd.unet->params, &layout) == 0;
+            snprintf(path, sizeof path, "%s/lora_kohya.safetensors", a->output_dir);
+            SDC_TRY(sdc_lora_write_kohya(path, &r->unet_lora, te, te2, r->sd.family, sgm ? &layout : NULL, SDC_F16, err));
+            SDC_INFO("wrote %s", path);
+        }
         return SDC_OK;
     }
     if (r->t.o.use_ema) sdc_ema_copy_to(&r->t.ema, r->sd.unet->params.data); /* the scripts save the EMA weights */
@@ -491,7 +503,12 @@ static sdc_status train(run *r, sdc_error *err) {
         fflush(r->log);
         sdc_progress_set_postfix(&bar, "loss=%.4f", loss);
         sdc_progress_update(&bar, r->t.step);
-        if (a->checkpointing_steps > 0 && r->t.step % a->checkpointing_steps == 0) {
+        if (a->validation_steps > 0 && r->t.step % a->validation_steps == 0 && r->t.step < eff.max_train_steps)
+            st = validate(r, err);
+        if (st == SDC_OK && a->validation_epochs > 0 && prog.data_pos >= r->ds.n &&
+            (prog.epoch + 1) % a->validation_epochs == 0 && r->t.step < eff.max_train_steps)
+            st = validate(r, err); /* the epoch just ended */
+        if (st == SDC_OK && a->checkpointing_steps > 0 && r->t.step % a->checkpointing_steps == 0) {
             if (a->checkpoints_total_limit > 0)
                 st = sdc_train_checkpoint_prune(a->output_dir, a->checkpoints_total_limit - 1, err);
             if (st == SDC_OK) st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, NULL, 0, err);

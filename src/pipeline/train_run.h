@@ -55,6 +55,9 @@ typedef struct sdc_train_args {
     const char *resume_from_checkpoint; /* a path or "latest" */
     const char *validation_prompt;
     int num_validation_images;
+    int64_t validation_steps;  /* also every N optimizer steps (0: at the end only) */
+    int64_t validation_epochs; /* also after every N epochs (0: at the end only) */
+    const char *lora_format;   /* LoRA outputs: "diffusers" (default), "kohya" or "both" */
     const char *logging_dir;
 } sdc_train_args;
 
