@@ -3,11 +3,13 @@
  * checkpoint, and a resumed run ends exactly where an uninterrupted one does. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "core/fs.h"
 #include "io/lora.h"
 #include "io/safetensors.h"
 #include "data/dataset.h"
+#include "pipeline/train_checkpoint.h"
 #include "pipeline/train_run.h"
 #include "test.h"
 
@@ -207,4 +209,37 @@ TEST(train_run_kohya_output_and_validation_steps) {
         snprintf(path, sizeof path, "%s/validation/step-%d-0.png", out, s);
         CHECK_MSG(sdc_path_exists(path), "%s missing", path);
     }
+}
+
+/* SIGINT during a run: the step finishes, a checkpoint is saved, sdc exits
+ * non-zero saying how to resume, and resuming continues from it. */
+TEST(train_run_interrupt_saves_a_checkpoint) {
+    char out[512], cmd[4096], path[1024], log[4096];
+    snprintf(out, sizeof out, "%s/int", test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "OMP_WAIT_POLICY=passive ./sdc train --pretrained_model_name_or_path tests/data/tiny-sd "
+             "--train_data_dir tests/data/datasets/imagefolder --resolution 16 --train_batch_size 1 --rank 4 "
+             "--max_train_steps 1000000 --checkpointing_steps 100000 --output_dir %s > %s.log 2>&1 & pid=$!; "
+             "for i in $(seq 600); do [ -s %s/logs/metrics.jsonl ] && break; sleep 0.05; done; "
+             "kill -INT $pid; wait $pid; exit $?",
+             out, out, out);
+    int rc = system(cmd);
+    CHECK_MSG(WIFEXITED(rc) && WEXITSTATUS(rc) == 1, "exit status %d", rc);
+    snprintf(path, sizeof path, "%s.log", out);
+    char *text = NULL;
+    size_t n = 0;
+    sdc_error err = {0};
+    REQUIRE_OK(sdc_read_file(path, &text, &n, &err), &err);
+    CHECK_MSG(strstr(text, "interrupted at step") && strstr(text, "--resume_from_checkpoint latest"), "%s", text);
+    free(text);
+    char latest[1024];
+    REQUIRE_OK(sdc_train_checkpoint_latest(out, latest, sizeof latest, &err), &err);
+    snprintf(cmd, sizeof cmd,
+             "train --pretrained_model_name_or_path tests/data/tiny-sd --train_data_dir tests/data/datasets/imagefolder "
+             "--resolution 16 --train_batch_size 1 --rank 4 --max_train_steps 1000000 --checkpointing_steps 100000 "
+             "--output_dir %s --resume_from_checkpoint latest --max_train_steps %lld",
+             out, atoll(strrchr(latest, '-') + 1) + 1);
+    CHECK_MSG(run_sdc(cmd, log, sizeof log) == 0, "%s", log);
+    snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", out);
+    CHECK(sdc_path_exists(path));
 }

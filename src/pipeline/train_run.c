@@ -7,6 +7,8 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <signal.h>
+#include <time.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +57,16 @@ void sdc_train_args_default(sdc_train_args *a) {
     a->num_class_images = 100;
     a->prior_loss_weight = 1.0;
     a->sample_batch_size = 4;
+}
+
+/* SIGINT/SIGTERM during training: finish the step, save a checkpoint, stop. */
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) { g_stop = sig; }
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* Random streams: one Philox key per (seed, purpose, step). */
@@ -476,8 +488,13 @@ static sdc_status train(run *r, sdc_error *err) {
     sdc_progress_begin(&bar, "train", eff.max_train_steps);
     sdc_progress_update(&bar, r->t.step);
     sdc_status st = SDC_OK;
-    while (st == SDC_OK && r->t.step < eff.max_train_steps) {
-        double loss_sum = 0;
+    g_stop = 0;
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    while (st == SDC_OK && r->t.step < eff.max_train_steps && !g_stop) {
+        double loss_sum = 0, t0 = now_s();
         for (int k = 0; st == SDC_OK && k < a->gradient_accumulation_steps; k++) {
             if (prog.data_pos >= r->ds.n) {
                 prog.epoch++;
@@ -498,8 +515,11 @@ static sdc_status train(run *r, sdc_error *err) {
         st = sdc_trainer_optimizer_step(&r->t, &gn, &lr, &skipped, err);
         if (st != SDC_OK) break;
         double loss = loss_sum / a->gradient_accumulation_steps;
-        fprintf(r->log, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g%s}\n",
-                (long long)r->t.step, (long long)prog.epoch, loss, lr, gn, skipped ? ", \"skipped\": true" : "");
+        double ips = (double)(r->B * a->gradient_accumulation_steps) / (now_s() - t0);
+        fprintf(r->log,
+                "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
+                "\"images_per_s\": %.4g%s}\n",
+                (long long)r->t.step, (long long)prog.epoch, loss, lr, gn, ips, skipped ? ", \"skipped\": true" : "");
         fflush(r->log);
         sdc_progress_set_postfix(&bar, "loss=%.4f", loss);
         sdc_progress_update(&bar, r->t.step);
@@ -515,7 +535,19 @@ static sdc_status train(run *r, sdc_error *err) {
         }
     }
     sdc_progress_end(&bar);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     free(perm);
+    if (st == SDC_OK && g_stop) {
+        /* interrupted: keep everything so far, resumable */
+        char path[4096];
+        st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, path, sizeof path, err);
+        if (st == SDC_OK)
+            st = sdc_fail(err, SDC_EINVAL, "interrupted at step %lld; saved %s (resume with --resume_from_checkpoint latest)",
+                          (long long)r->t.step, path);
+        r->a = a;
+        return st;
+    }
     if (st == SDC_OK) st = save_outputs(r, err);
     if (st == SDC_OK) st = validate(r, err);
     r->a = a;
