@@ -243,3 +243,41 @@ TEST(train_run_interrupt_saves_a_checkpoint) {
     snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", out);
     CHECK(sdc_path_exists(path));
 }
+
+/* A broken image is skipped with a warning naming it; a set that is mostly
+ * broken stops with a clear error. */
+TEST(train_run_skips_broken_images) {
+    sdc_error err = {0};
+    char dir[512], out[512], cmd[4096];
+    snprintf(dir, sizeof dir, "%s/imgs", test_tmpdir());
+    snprintf(out, sizeof out, "%s/o", test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p '%s' && cp tests/data/datasets/dreambooth/instance/i0.jpg tests/data/datasets/dreambooth/instance/i1.png "
+             "tests/data/datasets/dreambooth/class/c0.png '%s/' && cp tests/data/datasets/corrupt/broken.png '%s/b.png'",
+             dir, dir, dir);
+    REQUIRE(system(cmd) == 0);
+    sdc_train_args a;
+    small_run(&a, out);
+    a.train_data_dir = NULL;
+    a.instance_data_dir = dir;
+    a.instance_prompt = "sks";
+    a.rank = 4;
+    a.train_batch_size = 1;
+    a.max_train_steps = 4; /* one epoch of 4 items: b.png comes up once */
+    a.checkpointing_steps = 0;
+    REQUIRE_OK(sdc_train_run(&a, &err), &err);
+    /* mostly broken: stop */
+    snprintf(cmd, sizeof cmd, "rm '%s'/*.jpg '%s'/i1.png && cp '%s/b.png' '%s/b2.png'", dir, dir, dir, dir);
+    REQUIRE(system(cmd) == 0);
+    snprintf(out, sizeof out, "%s/o2", test_tmpdir());
+    small_run(&a, out);
+    a.train_data_dir = NULL;
+    a.instance_data_dir = dir;
+    a.instance_prompt = "sks";
+    a.rank = 4;
+    a.train_batch_size = 1;
+    a.max_train_steps = 3;
+    a.checkpointing_steps = 0;
+    CHECK(sdc_train_run(&a, &err) == SDC_EFORMAT);
+    CHECK_MSG(strstr(err.msg, "could not be decoded"), "%s", err.msg);
+}

@@ -80,6 +80,8 @@ typedef struct run {
     sdc_sd sd;
     sdc_dataset ds, cls; /* training images; DreamBooth class images (prior preservation) */
     int64_t *cls_perm;
+    uint8_t *bad[2]; /* images that failed to decode (training set, class set), skipped from then on */
+    int64_t nbad;
     int lora, train_te;
     sdc_lora_set unet_lora, te_lora[2];
     sdc_params *stores[4];
@@ -213,8 +215,28 @@ static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int6
          * (weights 2 and 2λ over the doubled batch's mean) */
         sw[b] = prior ? (float)(is_class ? 2.0 * a->prior_loss_weight : 2.0) : 1.0f;
         sdc_sample_info info;
-        st = sdc_dataset_load_sample(ds, item, &so, is_class ? ~r->seed : r->seed, (uint64_t)epoch,
-                                     img + b * 3 * res * res, &info, err);
+        /* an image that cannot be decoded is skipped (with a warning, once)
+         * and the next one in the order taken; most of the set bad stops */
+        uint8_t *bad = r->bad[is_class];
+        const int64_t *order = is_class ? r->cls_perm : perm;
+        int64_t at = is_class ? (pos + b - r->B) % ds->n : (pos + b) % n_items;
+        for (int64_t tries = 0; tries < ds->n; tries++) {
+            item = order[(at + tries) % ds->n];
+            if (bad[item]) continue;
+            st = sdc_dataset_load_sample(ds, item, &so, is_class ? ~r->seed : r->seed, (uint64_t)epoch,
+                                         img + b * 3 * res * res, &info, err);
+            if (st == SDC_OK || st == SDC_ENOMEM) break;
+            SDC_WARN("skipping %s", err->msg);
+            bad[item] = 1;
+            r->nbad++;
+            st = SDC_EFORMAT;
+            if (2 * r->nbad > r->ds.n + r->cls.n) {
+                st = sdc_fail(err, SDC_EFORMAT, "%lld of %lld images could not be decoded; stopping (see the warnings)",
+                              (long long)r->nbad, (long long)(r->ds.n + r->cls.n));
+                break;
+            }
+        }
+        if (st != SDC_OK) break;
         double id6[6] = {info.orig_h, info.orig_w, info.crop_top, info.crop_left, (double)res, (double)res};
         memcpy(tids + 6 * b, id6, sizeof id6);
         const char *cap = ds->items[item].caption;
@@ -481,7 +503,12 @@ static sdc_status train(run *r, sdc_error *err) {
             r->lora ? "LoRA" : "full UNet", r->train_te ? "with text encoder" : "text encoder frozen",
             (long long)r->ds.n, (long long)r->B, a->gradient_accumulation_steps, (long long)eff.max_train_steps);
     int64_t *perm = malloc((size_t)r->ds.n * sizeof *perm);
-    if (!perm) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    r->bad[0] = calloc((size_t)r->ds.n + 1, 1);
+    r->bad[1] = calloc((size_t)r->cls.n + 1, 1);
+    if (!perm || !r->bad[0] || !r->bad[1]) {
+        free(perm);
+        return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    }
     sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)prog.epoch, perm);
     if (a->with_prior_preservation) sdc_dataset_epoch_order(&r->cls, ~r->seed, (uint64_t)prog.epoch, r->cls_perm);
     sdc_progress bar = {0};
@@ -535,6 +562,7 @@ static sdc_status train(run *r, sdc_error *err) {
         }
     }
     sdc_progress_end(&bar);
+    if (r->nbad) SDC_WARN("%lld images could not be decoded and were skipped", (long long)r->nbad);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     free(perm);
@@ -568,6 +596,8 @@ sdc_status sdc_train_run(const sdc_train_args *a, sdc_error *err) {
     sdc_dataset_free(&r->ds);
     sdc_dataset_free(&r->cls);
     free(r->cls_perm);
+    free(r->bad[0]);
+    free(r->bad[1]);
     if (r->arena.base) sdc_arena_free(&r->arena);
     free(r);
     return st;
