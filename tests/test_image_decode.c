@@ -269,15 +269,15 @@ TEST(transform_train_matches_torch) {
     sdc_weights_free(&w);
 }
 
-/* A palette PNG with a transparent entry (tRNS): alpha dropped, colours kept. */
+/* A palette PNG with a transparent entry (tRNS): that entry becomes white. */
 TEST(image_decode_palette_with_transparency) {
     sdc_error err = {0};
     sdc_image im;
     REQUIRE_OK(sdc_image_load(test_data("images/palette_trns.png"), &im, &err), &err);
     CHECK_EQ_INT(im.w, 5);
     CHECK_EQ_INT(im.h, 3);
-    /* first row: palette 0, 1, 2, 0, 1 = red, green, blue, red, green */
-    static const uint8_t want[15] = {255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 0, 0, 0, 255, 0};
+    /* first row: palette 0, 1, 2, 0, 1 = red, (transparent green →) white, blue, red, white */
+    static const uint8_t want[15] = {255, 0, 0, 255, 255, 255, 0, 0, 255, 255, 0, 0, 255, 255, 255};
     CHECK(memcmp(im.rgb, want, sizeof want) == 0);
     sdc_image_free(&im);
 }

@@ -57,6 +57,18 @@ def png16(path, arr):
                 chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
+def over_white(im):
+    """RGB with any transparency composited on white, in sdc's integer form
+    round((c*a + 255*(255 - a)) / 255) (src/data/image.c)."""
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+    if not has_alpha:
+        return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+    rgba = np.asarray(im.convert("RGBA")).astype(np.uint32)
+    a = rgba[..., 3:4]
+    out = (rgba[..., :3] * a + 255 * (255 - a) + 127) // 255
+    return np.ascontiguousarray(out.astype(np.uint8))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):
@@ -127,7 +139,7 @@ def main():
     tensors = {}
     for name in files:
         with Image.open(os.path.join(OUT, name)) as im:
-            tensors["dec/" + name] = np.ascontiguousarray(np.asarray(im.convert("RGB")))
+            tensors["dec/" + name] = over_white(im)
     for name in exif_files:
         with Image.open(os.path.join(OUT, name)) as im:
             tensors["exif/" + name] = np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(im).convert("RGB")))

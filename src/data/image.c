@@ -35,3 +35,13 @@ void sdc_image_grid(const uint8_t *const *imgs, int n, int w, int h, int cols, u
         for (int y = 0; y < h; y++) memcpy(dst + (size_t)y * out_stride, imgs[k] + (size_t)y * row_bytes, row_bytes);
     }
 }
+
+void sdc_rgba_over_white(uint8_t *px, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *in = px + 4 * i;
+        unsigned a = in[3];
+        uint8_t rgb[3];
+        for (int k = 0; k < 3; k++) rgb[k] = (uint8_t)((in[k] * a + 255u * (255u - a) + 127u) / 255u);
+        memcpy(px + 3 * i, rgb, 3); /* writes behind the reads: in place is safe */
+    }
+}

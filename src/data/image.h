@@ -2,10 +2,15 @@
 #ifndef SDC_DATA_IMAGE_H
 #define SDC_DATA_IMAGE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
+/* RGBA (n pixels) to RGB in place, composited on a white background:
+ * c' = round((c·a + 255·(255 − a)) / 255), exact integer arithmetic. */
+void sdc_rgba_over_white(uint8_t *px, size_t n);
+
 #endif
 
 /* A decoded image [3, h, w] in [-1, 1] to interleaved RGB (h*w*3 bytes),
@@ -24,6 +29,14 @@ int sdc_grid_rows(int n, int cols);
 
 #ifdef __cplusplus
 }
+/* RGBA (n pixels) to RGB in place, composited on a white background:
+ * c' = round((c·a + 255·(255 − a)) / 255), exact integer arithmetic. */
+void sdc_rgba_over_white(uint8_t *px, size_t n);
+
 #endif
+
+/* RGBA (n pixels) to RGB in place, composited on a white background:
+ * c' = round((c·a + 255·(255 − a)) / 255), exact integer arithmetic. */
+void sdc_rgba_over_white(uint8_t *px, size_t n);
 
 #endif

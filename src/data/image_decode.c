@@ -1,6 +1,7 @@
 /* PNG (through data/png.h), JPEG (libjpeg-turbo) and WebP (libwebp) to RGB8,
  * matching PIL's Image.open(path).convert("RGB"). See image_decode.h. */
 #include "data/image_decode.h"
+#include "data/image.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -218,15 +219,18 @@ static sdc_status load_webp(const char *path, const uint8_t *data, size_t len, s
     if (f.has_animation)
         return sdc_fail(err, SDC_EUNSUPPORTED, "%s: animated WebP is not supported (convert it to a still image)", path);
     if (too_big(f.width, f.height)) return limit_error(err, path, "WebP", f.width, f.height);
-    size_t stride = (size_t)f.width * 3, size = stride * (size_t)f.height;
+    const int ch = f.has_alpha ? 4 : 3;
+    size_t stride = (size_t)f.width * (size_t)ch, size = stride * (size_t)f.height;
     uint8_t *rgb = malloc(size);
     if (!rgb) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory for a %dx%d WebP", path, f.width, f.height);
-    /* RGB straight from libwebp equals PIL's RGBA decode with alpha dropped:
-     * colour is not premultiplied in either. */
-    if (!WebPDecodeRGBInto(data, len, rgb, size, (int)stride)) {
+    /* colour is not premultiplied; alpha is composited on white */
+    int ok = f.has_alpha ? WebPDecodeRGBAInto(data, len, rgb, size, (int)stride) != NULL
+                         : WebPDecodeRGBInto(data, len, rgb, size, (int)stride) != NULL;
+    if (!ok) {
         free(rgb);
         return sdc_fail(err, SDC_EFORMAT, "%s: corrupt or truncated WebP", path);
     }
+    if (f.has_alpha) sdc_rgba_over_white(rgb, (size_t)f.width * (size_t)f.height);
     out->w = f.width;
     out->h = f.height;
     out->rgb = rgb;

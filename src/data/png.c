@@ -4,6 +4,8 @@
  * the function that called setjmp are indeterminate after the jump). */
 #include "data/png.h"
 
+#include "data/image.h"
+
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
@@ -213,28 +215,30 @@ static int decode(png_structp png, png_infop info, png_io *io, png_read_state *s
     st->w = (int)w;
     st->h = (int)h;
     /* to 8-bit RGB: palette -> RGB, grey < 8 bits -> 8, 16 -> 8 (rounded),
-     * grey -> RGB, alpha (and tRNS) dropped */
+     * grey -> RGB; alpha (and tRNS transparency) read as a 4th channel and
+     * composited on white below */
     int color = png_get_color_type(png, info);
     if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (color == PNG_COLOR_TYPE_GRAY && png_get_bit_depth(png, info) < 8) png_set_expand_gray_1_2_4_to_8(png);
     if (png_get_bit_depth(png, info) == 16) png_set_scale_16(png);
     if (color == PNG_COLOR_TYPE_GRAY || color == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
-    /* alpha, including what palette_to_rgb makes of a palette's tRNS
-     * transparency, is dropped (PIL's convert("RGB")) */
-    if ((color & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS)) png_set_strip_alpha(png);
+    int alpha = (color & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS);
+    if (alpha) png_set_tRNS_to_alpha(png);
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
-    if (png_get_channels(png, info) != 3 || png_get_bit_depth(png, info) != 8 ||
-        png_get_rowbytes(png, info) != (size_t)w * 3)
+    const int ch = alpha ? 4 : 3;
+    if ((int)png_get_channels(png, info) != ch || png_get_bit_depth(png, info) != 8 ||
+        png_get_rowbytes(png, info) != (size_t)w * ch)
         png_error(png, "unexpected pixel layout after conversion to RGB");
-    st->pixels = malloc((size_t)w * h * 3);
+    st->pixels = malloc((size_t)w * h * (size_t)ch);
     st->rows = malloc((size_t)h * sizeof *st->rows);
     if (!st->pixels || !st->rows) {
         st->no_memory = 1;
         return -1;
     }
-    for (png_uint_32 y = 0; y < h; y++) st->rows[y] = st->pixels + (size_t)y * w * 3;
+    for (png_uint_32 y = 0; y < h; y++) st->rows[y] = st->pixels + (size_t)y * w * (size_t)ch;
     png_read_image(png, st->rows);
+    if (alpha) sdc_rgba_over_white(st->pixels, (size_t)w * h);
     png_read_end(png, info); /* text after the image data lands in info too */
     if (key) {
         png_textp t;
