@@ -195,7 +195,7 @@ TEST(train_run_kohya_output_and_validation_steps) {
     a.checkpointing_steps = 0;
     a.lora_format = "both";
     a.validation_prompt = "a red cube";
-    a.num_validation_images = 1;
+    a.num_validation_images = 2;
     a.validation_steps = 1;
     REQUIRE_OK(sdc_train_run(&a, &err), &err);
     snprintf(path, sizeof path, "%s/lora_kohya.safetensors", out);
@@ -205,8 +205,12 @@ TEST(train_run_kohya_output_and_validation_steps) {
     sdc_lora_free(&l);
     snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", out);
     CHECK(sdc_path_exists(path));
+    snprintf(path, sizeof path, "%s/logs/loss.png", out);
+    CHECK(sdc_path_exists(path));
     for (int s = 1; s <= 2; s++) {
-        snprintf(path, sizeof path, "%s/validation/step-%d-0.png", out, s);
+        snprintf(path, sizeof path, "%s/samples/step-%d-0.png", out, s);
+        CHECK_MSG(sdc_path_exists(path), "%s missing", path);
+        snprintf(path, sizeof path, "%s/samples/step-%d-grid.png", out, s);
         CHECK_MSG(sdc_path_exists(path), "%s missing", path);
     }
 }

@@ -22,6 +22,7 @@
 #include "core/rng.h"
 #include "data/dataset.h"
 #include "data/image.h"
+#include "data/plot.h"
 #include "data/png.h"
 #include "diffusion/training.h"
 #include "io/lora_write.h"
@@ -82,6 +83,9 @@ typedef struct run {
     int64_t *cls_perm;
     uint8_t *bad[2]; /* images that failed to decode (training set, class set), skipped from then on */
     int64_t nbad;
+    double *losses; /* per optimizer step, for logs/loss.png */
+    size_t nloss, loss_cap;
+    char loss_png[4300];
     int lora, train_te;
     sdc_lora_set unet_lora, te_lora[2];
     sdc_params *stores[4];
@@ -368,16 +372,23 @@ static sdc_status validate(run *r, sdc_error *err) {
     const sdc_train_args *a = r->a;
     if (!a->validation_prompt || a->num_validation_images <= 0) return SDC_OK;
     char dir[4200];
-    snprintf(dir, sizeof dir, "%s/validation", a->output_dir);
+    snprintf(dir, sizeof dir, "%s/samples", a->output_dir);
     SDC_TRY(sdc_mkdirs(dir, err));
     sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &r->arena, NULL};
-    for (int i = 0; i < a->num_validation_images; i++) {
+    const int n = a->num_validation_images;
+    uint8_t **imgs = calloc((size_t)n, sizeof *imgs);
+    if (!imgs) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    int gw = 0, gh = 0;
+    sdc_status vst = SDC_OK;
+    for (int i = 0; i < n && vst == SDC_OK; i++) {
         sdc_txt2img_opts o = {.prompt = a->validation_prompt, .steps = 30, .guidance = r->sd.nte == 2 ? 5.0 : 7.5,
                               .sampler_from_config = 1, .seed = r->seed + (uint64_t)i, .height = (int)r->res,
                               .width = (int)r->res, .batch = 1, .decode = 1};
         sdc_txt2img_out out;
-        SDC_TRY(sdc_txt2img(&c, &r->sd, &o, &out, err));
+        vst = sdc_txt2img(&c, &r->sd, &o, &out, err);
+        if (vst != SDC_OK) break;
         int H = (int)out.image_shape[2], W = (int)out.image_shape[3];
+        gw = W, gh = H;
         uint8_t *rgb = malloc((size_t)H * W * 3);
         sdc_status st = rgb ? SDC_OK : sdc_fail(err, SDC_ENOMEM, "out of memory");
         if (st == SDC_OK) {
@@ -389,11 +400,42 @@ static sdc_status validate(run *r, sdc_error *err) {
             const char *key = "parameters", *val = params;
             st = sdc_png_write(path, rgb, W, H, 3, &key, &val, 1, err);
         }
-        free(rgb);
+        imgs[i] = rgb;
         sdc_txt2img_out_free(&out);
-        SDC_TRY(st);
+        vst = st;
     }
-    return SDC_OK;
+    if (vst == SDC_OK && n > 1) {
+        /* and a grid of them */
+        int cols = sdc_grid_cols(n), rows = (n + cols - 1) / cols;
+        uint8_t *grid = malloc((size_t)rows * gh * cols * gw * 3);
+        char path[4400];
+        snprintf(path, sizeof path, "%s/step-%lld-grid.png", dir, (long long)r->t.step);
+        if (!grid) vst = sdc_fail(err, SDC_ENOMEM, "out of memory");
+        else {
+            sdc_image_grid((const uint8_t *const *)imgs, n, gw, gh, cols, grid);
+            vst = sdc_png_write(path, grid, cols * gw, rows * gh, 3, NULL, NULL, 0, err);
+        }
+        free(grid);
+    }
+    for (int i = 0; i < n; i++) free(imgs[i]);
+    free(imgs);
+    return vst;
+}
+
+/* Appends a step's loss and redraws logs/loss.png now and then. */
+static void record_loss(run *r, double loss, int force) {
+    if (r->nloss == r->loss_cap) {
+        size_t cap = r->loss_cap ? 2 * r->loss_cap : 1024;
+        double *l = realloc(r->losses, cap * sizeof *l);
+        if (!l) return; /* the plot is a convenience; the JSONL log has every value */
+        r->losses = l;
+        r->loss_cap = cap;
+    }
+    if (loss == loss) r->losses[r->nloss++] = loss;
+    if (force || r->nloss % 20 == 0) {
+        sdc_error e;
+        if (sdc_plot_curve_png(r->loss_png, r->losses, r->nloss, "loss", &e) != SDC_OK) SDC_WARN("%s", e.msg);
+    }
 }
 
 /* Prior preservation's class images: generated with the model (its own
@@ -496,6 +538,7 @@ static sdc_status train(run *r, sdc_error *err) {
     else snprintf(logpath, sizeof logpath, "%s/%s", a->output_dir, a->logging_dir);
     SDC_TRY(sdc_mkdirs(logpath, err));
     strncat(logpath, "/metrics.jsonl", sizeof logpath - strlen(logpath) - 1);
+    snprintf(r->loss_png, sizeof r->loss_png, "%.*s/loss.png", (int)(strlen(logpath) - strlen("/metrics.jsonl")), logpath);
     r->log = fopen(logpath, "a");
     if (!r->log) return sdc_fail(err, SDC_EIO, "%s: cannot open: %s", logpath, strerror(errno));
 
@@ -548,6 +591,7 @@ static sdc_status train(run *r, sdc_error *err) {
                 "\"images_per_s\": %.4g%s}\n",
                 (long long)r->t.step, (long long)prog.epoch, loss, lr, gn, ips, skipped ? ", \"skipped\": true" : "");
         fflush(r->log);
+        record_loss(r, loss, 0);
         sdc_progress_set_postfix(&bar, "loss=%.4f", loss);
         sdc_progress_update(&bar, r->t.step);
         if (a->validation_steps > 0 && r->t.step % a->validation_steps == 0 && r->t.step < eff.max_train_steps)
@@ -562,6 +606,7 @@ static sdc_status train(run *r, sdc_error *err) {
         }
     }
     sdc_progress_end(&bar);
+    if (r->nloss) record_loss(r, NAN, 1);
     if (r->nbad) SDC_WARN("%lld images could not be decoded and were skipped", (long long)r->nbad);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
@@ -598,6 +643,7 @@ sdc_status sdc_train_run(const sdc_train_args *a, sdc_error *err) {
     free(r->cls_perm);
     free(r->bad[0]);
     free(r->bad[1]);
+    free(r->losses);
     if (r->arena.base) sdc_arena_free(&r->arena);
     free(r);
     return st;
