@@ -17,22 +17,6 @@
 #define PIECE 2048 /* elements of a channel handled per step (a stack buffer's worth) */
 #define COLB 64    /* layer norm: columns per work item of the dγ, dβ pass */
 
-SDC_CPU_HOT static double sum_kernel(const float *x, int64_t n) {
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) s += x[i];
-    return s;
-}
-
-SDC_CPU_HOT static double sqdev_kernel(const float *x, int64_t n, double mu) {
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++) {
-        double d = x[i] - mu;
-        s += d * d;
-    }
-    return s;
-}
 
 /* dz[i] = dy[i]·act'(z_i) with z_i = ((x−mh)−ml)·a + b, the forward's affine */
 SDC_CPU_HOT static void dz_kernel(float *dz, const float *dy, const float *x, int64_t n, float mh, float ml, float a,
@@ -94,8 +78,8 @@ void sdc_cpu_group_norm_backward(sdc_tensor *dx, sdc_tensor *dgamma, sdc_tensor 
 #pragma omp parallel for schedule(static) if (B * C * S > SDC_CPU_PAR_MIN)
     for (int64_t t = 0; t < B * groups; t++) {
         const float *xg = xs + t * n, *gg = g + t * n;
-        double mu = sum_kernel(xg, n) / (double)n;
-        double var = sqdev_kernel(xg, n, mu) / (double)n;
+        double mu = cpu_sum_f64(xg, n) / (double)n;
+        double var = cpu_sqdev_f64(xg, n, mu) / (double)n;
         double rstd = 1.0 / sqrt(var + (double)eps);
         float mh = (float)mu, ml = (float)(mu - mh), r = (float)rstd;
         int64_t c0 = (t % groups) * cpg;
@@ -166,8 +150,8 @@ void sdc_cpu_layer_norm_backward(sdc_tensor *dx, sdc_tensor *dgamma, sdc_tensor 
 #pragma omp parallel for schedule(static) if (M * C > SDC_CPU_PAR_MIN)
     for (int64_t r = 0; r < M; r++) {
         const float *xr = xs + r * C;
-        double mu = sum_kernel(xr, C) / (double)C;
-        double var = sqdev_kernel(xr, C, mu) / (double)C;
+        double mu = cpu_sum_f64(xr, C) / (double)C;
+        double var = cpu_sqdev_f64(xr, C, mu) / (double)C;
         st[3 * r] = (float)mu;
         st[3 * r + 1] = (float)(mu - (float)mu);
         st[3 * r + 2] = (float)(1.0 / sqrt(var + (double)eps));

@@ -8,14 +8,15 @@
 
 #include "backend/cpu/cpu_ops.h"
 
-SDC_CPU_HOT static double sum_kernel(const float *x, int64_t n) {
+/* The norms' statistics in double, shared with the backward (cpu_ops.h). */
+SDC_CPU_HOT double cpu_sum_f64(const float *x, int64_t n) {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
     for (int64_t i = 0; i < n; i++) s += x[i];
     return s;
 }
 
-SDC_CPU_HOT static double sqdev_kernel(const float *x, int64_t n, double mu) {
+SDC_CPU_HOT double cpu_sqdev_f64(const float *x, int64_t n, double mu) {
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
     for (int64_t i = 0; i < n; i++) {
@@ -48,8 +49,8 @@ void sdc_cpu_group_norm(sdc_tensor *out, const sdc_tensor *x, const sdc_tensor *
     for (int64_t t = 0; t < B * groups; t++) {
         const float *xg = xs + t * n;
         float *yg = y + t * n;
-        double mu = sum_kernel(xg, n) / (double)n;
-        double var = sqdev_kernel(xg, n, mu) / (double)n;
+        double mu = cpu_sum_f64(xg, n) / (double)n;
+        double var = cpu_sqdev_f64(xg, n, mu) / (double)n;
         double rstd = 1.0 / sqrt(var + (double)eps);
         int64_t c0 = (t % groups) * cpg;
         float mh = (float)mu, ml = (float)(mu - mh);
@@ -67,8 +68,8 @@ void sdc_cpu_layer_norm(sdc_tensor *out, const sdc_tensor *x, const sdc_tensor *
 #pragma omp parallel for schedule(static) if (M * C > SDC_CPU_PAR_MIN)
     for (int64_t r = 0; r < M; r++) {
         const float *xr = xs + r * C;
-        double mu = sum_kernel(xr, C) / (double)C;
-        double var = sqdev_kernel(xr, C, mu) / (double)C;
+        double mu = cpu_sum_f64(xr, C) / (double)C;
+        double var = cpu_sqdev_f64(xr, C, mu) / (double)C;
         float mh = (float)mu, ml = (float)(mu - mh);
         affine_vec_kernel(y + r * C, xr, C, mh, ml, (float)(1.0 / sqrt(var + (double)eps)), g, be);
     }

@@ -249,4 +249,8 @@ void sdc_cpu_channel_sum(sdc_tensor *dv, const sdc_tensor *dy, int64_t O, int64_
 void sdc_cpu_upsample2x_backward(sdc_tensor *dx, const sdc_tensor *dy, int64_t B, int64_t C, int64_t H, int64_t W);
 void sdc_cpu_embedding_backward(sdc_tensor *dtable, const sdc_tensor *dy, const int32_t *ids, int64_t n, int64_t D);
 
+/* Σx and Σ(x − μ)² in double (cpu_norm.c), for the norms and their backward. */
+double cpu_sum_f64(const float *x, int64_t n);
+double cpu_sqdev_f64(const float *x, int64_t n, double mu);
+
 #endif
