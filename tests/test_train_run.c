@@ -1,6 +1,7 @@
 /* A whole training run on the tiny SD model and the test images: LoRA and
  * full fine-tune complete, write what other tools load, log every step,
  * checkpoint, and a resumed run ends exactly where an uninterrupted one does. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -284,4 +285,51 @@ TEST(train_run_skips_broken_images) {
     a.checkpointing_steps = 0;
     CHECK(sdc_train_run(&a, &err) == SDC_EFORMAT);
     CHECK_MSG(strstr(err.msg, "could not be decoded"), "%s", err.msg);
+}
+
+/* Data parallel over MPI: 2 processes × batch 1 end with the same weights
+ * as 1 process × batch 2. Adam's ε is set large here: with the default 1e-8
+ * Adam turns rounding-level gradient differences on near-zero gradients
+ * into ±lr steps, which hides whether the averaging is right. */
+TEST(train_run_mpi_two_ranks_equal_one_rank_double_batch) {
+    char log[8192], cmd[4096], out1[512], out2[512];
+    if (run_sdc("version", log, sizeof log) != 0 || !strstr(log, "MPI: yes")) SKIP("sdc built without MPI");
+    if (system("mpirun --allow-run-as-root --oversubscribe -np 2 true >/dev/null 2>&1") != 0)
+        SKIP("mpirun cannot start 2 processes here");
+    snprintf(out1, sizeof out1, "%s/one", test_tmpdir());
+    snprintf(out2, sizeof out2, "%s/two", test_tmpdir());
+    const char *common = "--pretrained_model_name_or_path tests/data/tiny-sd --train_data_dir tests/data/datasets/imagefolder "
+                         "--resolution 16 --max_train_steps 3 --rank 4 --learning_rate 1e-2 --checkpointing_steps 100 "
+                         "--seed 5 --lr_warmup_steps 0 --adam_epsilon 1e-2";
+    snprintf(cmd, sizeof cmd, "train %s --train_batch_size 2 --output_dir %s", common, out1);
+    REQUIRE_MSG(run_sdc(cmd, log, sizeof log) == 0, "%s", log);
+    snprintf(cmd, sizeof cmd,
+             "OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 2 ./sdc train %s --train_batch_size 1 "
+             "--output_dir %s > %s.log 2>&1",
+             common, out2, out2);
+    REQUIRE_MSG(system(cmd) == 0, "mpirun failed (see %s.log)", out2);
+    sdc_error err = {0};
+    sdc_weights a, b;
+    sdc_weights_init(&a);
+    sdc_weights_init(&b);
+    char p1[1024], p2[1024];
+    snprintf(p1, sizeof p1, "%s/pytorch_lora_weights.safetensors", out1);
+    snprintf(p2, sizeof p2, "%s/pytorch_lora_weights.safetensors", out2);
+    REQUIRE_OK(sdc_safetensors_read(p1, &a, &err), &err);
+    REQUIRE_OK(sdc_safetensors_read(p2, &b, &err), &err);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < a.count; i++) {
+        const sdc_weight *x = &a.items[i], *y = sdc_weights_find(&b, x->name);
+        REQUIRE(y && y->nbytes == x->nbytes && x->dtype == SDC_F32);
+        const float *u = x->data, *v = y->data;
+        for (size_t j = 0; j < x->nbytes / 4; j++) {
+            num += ((double)u[j] - v[j]) * ((double)u[j] - v[j]);
+            den += (double)u[j] * u[j];
+        }
+    }
+    double rel = sqrt(num / den);
+    /* measured 1e-8: the same sums in another order */
+    CHECK_MSG(rel <= 1e-6, "relative difference %.3g", rel);
+    sdc_weights_free(&a);
+    sdc_weights_free(&b);
 }

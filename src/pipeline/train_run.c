@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "backend/ops.h"
+#include "core/dist.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -93,6 +94,7 @@ typedef struct run {
     sdc_trainer t;
     sdc_arena arena;
     int64_t B, C, h, w, T, D, P, res, per;
+    sdc_dist dist; /* this process's shard: ranks take consecutive slices of each global batch */
     uint64_t seed;
     FILE *log;
 } run;
@@ -188,6 +190,15 @@ static sdc_status set_up_training(run *r, sdc_error *err) {
                             &o, &r->arena, err);
 }
 
+/* The stream key of local sample b of a micro-batch: its index in the
+ * global batch (all ranks), so every sample draws the same numbers however
+ * the batch is split across processes. */
+static uint64_t sample_key(const run *r, uint64_t micro_index, int64_t b) {
+    const int64_t G = r->B * r->dist.size, rank_off = (int64_t)r->dist.rank * r->B;
+    int64_t g = b < r->B ? rank_off + b : G + rank_off + (b - r->B);
+    return micro_index * (uint64_t)(2 * G) + (uint64_t)g;
+}
+
 /* One micro-batch: images → latents (a sample of the VAE posterior ×
  * scaling factor), captions → text states (or token ids when the text
  * encoders train), noise and timesteps. */
@@ -214,7 +225,8 @@ static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int6
     for (int64_t b = 0; st == SDC_OK && b < B; b++) {
         int is_class = b >= r->B;
         const sdc_dataset *ds = is_class ? &r->cls : &r->ds;
-        int64_t item = is_class ? r->cls_perm[(pos + b - r->B) % r->cls.n] : perm[(pos + b) % n_items];
+        const int64_t shard = (int64_t)r->dist.rank * r->B;
+        int64_t item = is_class ? r->cls_perm[(pos + shard + b - r->B) % r->cls.n] : perm[(pos + shard + b) % n_items];
         /* DreamBooth's loss: instance MSE + prior_loss_weight · class MSE
          * (weights 2 and 2λ over the doubled batch's mean) */
         sw[b] = prior ? (float)(is_class ? 2.0 * a->prior_loss_weight : 2.0) : 1.0f;
@@ -223,7 +235,7 @@ static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int6
          * and the next one in the order taken; most of the set bad stops */
         uint8_t *bad = r->bad[is_class];
         const int64_t *order = is_class ? r->cls_perm : perm;
-        int64_t at = is_class ? (pos + b - r->B) % ds->n : (pos + b) % n_items;
+        int64_t at = is_class ? (pos + shard + b - r->B) % ds->n : (pos + shard + b) % n_items;
         for (int64_t tries = 0; tries < ds->n; tries++) {
             item = order[(at + tries) % ds->n];
             if (bad[item]) continue;
@@ -269,9 +281,11 @@ static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int6
         if (st == SDC_OK) {
             sdc_op_download(&c, x0, &mean);
             sdc_op_download(&c, lv, &logvar);
-            sdc_rng rl;
-            stream(&rl, r->seed, RNG_LATENT, micro_index);
-            sdc_rng_fill_normal(&rl, noise, (size_t)(B * per));
+            for (int64_t b = 0; b < B; b++) {
+                sdc_rng rl;
+                stream(&rl, r->seed, RNG_LATENT, sample_key(r, micro_index, b));
+                sdc_rng_fill_normal(&rl, noise + b * per, (size_t)per);
+            }
             for (int64_t i = 0; i < B * per; i++)
                 x0[i] = (float)(((double)x0[i] + exp(0.5 * lv[i]) * noise[i] - vc->shift_factor) * vc->scaling_factor);
         }
@@ -279,26 +293,25 @@ static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int6
         sdc_arena_release(&r->arena, mark);
     }
     if (st == SDC_OK) {
-        sdc_rng rn, rt;
-        stream(&rn, r->seed, RNG_NOISE, micro_index);
-        sdc_rng_fill_normal(&rn, noise, (size_t)(B * per));
-        if (a->noise_offset > 0) {
-            /* noise += offset · ξ[b, c] broadcast over the pixels */
-            float off[256];
-            sdc_rng ro;
-            stream(&ro, r->seed, RNG_OFFSET, micro_index);
-            sdc_rng_fill_normal(&ro, off, (size_t)(B * r->C));
-            sdc_train_noise_offset(noise, off, (int)B, (int)r->C, r->h * r->w, a->noise_offset);
+        /* per-sample streams (see sample_key): noise, offset, perturbation, timestep */
+        float off[256];
+        for (int64_t b = 0; b < B; b++) {
+            const uint64_t key = sample_key(r, micro_index, b);
+            sdc_rng rn, rt, ro, rp;
+            stream(&rn, r->seed, RNG_NOISE, key);
+            sdc_rng_fill_normal(&rn, noise + b * per, (size_t)per);
+            stream(&ro, r->seed, RNG_OFFSET, key);
+            sdc_rng_fill_normal(&ro, off + b * r->C, (size_t)r->C);
+            stream(&rp, r->seed, RNG_PERTURB, key);
+            sdc_rng_fill_normal(&rp, img + b * per, (size_t)per);
+            stream(&rt, r->seed, RNG_TIMESTEPS, key);
+            ts[b] = sdc_rng_below(&rt, (uint32_t)r->sd.sched.num_train_timesteps);
         }
+        /* noise += offset · ξ[b, c] broadcast over the pixels */
+        if (a->noise_offset > 0) sdc_train_noise_offset(noise, off, (int)B, (int)r->C, r->h * r->w, a->noise_offset);
         memcpy(in_noise, noise, (size_t)(B * per) * sizeof *noise);
-        if (a->input_perturbation > 0) {
-            sdc_rng rp;
-            stream(&rp, r->seed, RNG_PERTURB, micro_index);
-            sdc_rng_fill_normal(&rp, img, (size_t)(B * per));
+        if (a->input_perturbation > 0)
             sdc_train_input_perturbation(in_noise, noise, img, (size_t)(B * per), a->input_perturbation);
-        }
-        stream(&rt, r->seed, RNG_TIMESTEPS, micro_index);
-        for (int64_t b = 0; b < B; b++) ts[b] = sdc_rng_below(&rt, (uint32_t)r->sd.sched.num_train_timesteps);
         sdc_train_batch batch = {.B = (int)B, .x0 = x0, .noise = noise, .input_noise = in_noise, .t = ts,
                                  .context = ctx, .h = r->h, .w = r->w, .S = r->T, .text_embeds = pooled,
                                  .time_ids = tids, .T = r->T, .sample_weights = prior ? sw : NULL};
@@ -446,7 +459,7 @@ static sdc_status class_images(run *r, sdc_error *err) {
     SDC_TRY(sdc_mkdirs(a->class_data_dir, err));
     int64_t missing = 0;
     SDC_TRY(sdc_dataset_class_images_missing(a->class_data_dir, a->num_class_images, &missing, err));
-    if (missing > 0) {
+    if (missing > 0 && r->dist.rank == 0) { /* rank 0 draws them; the others wait below */
         fprintf(stderr, "sdc: generating %lld class images of \"%s\" in %s\n", (long long)missing, a->class_prompt,
                 a->class_data_dir);
         sdc_arena arena;
@@ -476,6 +489,7 @@ static sdc_status class_images(run *r, sdc_error *err) {
         sdc_arena_free(&arena);
         SDC_TRY(st);
     }
+    sdc_dist_barrier(&r->dist);
     sdc_dataset_init(&r->cls);
     SDC_TRY(sdc_dataset_scan_images(&r->cls, a->class_data_dir, a->class_prompt, 0, err));
     r->cls_perm = malloc((size_t)r->cls.n * sizeof *r->cls_perm);
@@ -488,6 +502,8 @@ static sdc_status train(run *r, sdc_error *err) {
     if (a->train_batch_size < 1 || a->gradient_accumulation_steps < 1 || a->resolution < 8)
         return sdc_fail(err, SDC_EINVAL, "--train_batch_size, --gradient_accumulation_steps and --resolution must be positive");
     r->seed = a->seed >= 0 ? (uint64_t)a->seed : 0;
+    sdc_dist_init(&r->dist);
+    const int lead = r->dist.rank == 0; /* rank 0 writes logs, checkpoints, outputs */
     if (a->with_prior_preservation && a->snr_gamma > 0)
         return sdc_fail(err, SDC_EUNSUPPORTED, "--snr_gamma with --with_prior_preservation is not supported yet");
     if (a->with_prior_preservation && (!a->class_data_dir || !a->class_prompt || !a->instance_data_dir))
@@ -513,7 +529,7 @@ static sdc_status train(run *r, sdc_error *err) {
     SDC_TRY(sdc_arena_init(&r->arena, ((size_t)2 << 30) + px * (size_t)r->B * 200000, err));
 
     /* steps: from epochs unless --max_train_steps */
-    const int64_t nb = sdc_dataset_num_batches(r->ds.n, r->B, 0);
+    const int64_t nb = sdc_dataset_num_batches(r->ds.n, r->B * r->dist.size, 0);
     const int64_t per_epoch = (nb + a->gradient_accumulation_steps - 1) / a->gradient_accumulation_steps;
     sdc_train_args eff = *a;
     if (eff.max_train_steps <= 0) eff.max_train_steps = eff.num_train_epochs * per_epoch;
@@ -539,12 +555,14 @@ static sdc_status train(run *r, sdc_error *err) {
     SDC_TRY(sdc_mkdirs(logpath, err));
     strncat(logpath, "/metrics.jsonl", sizeof logpath - strlen(logpath) - 1);
     snprintf(r->loss_png, sizeof r->loss_png, "%.*s/loss.png", (int)(strlen(logpath) - strlen("/metrics.jsonl")), logpath);
-    r->log = fopen(logpath, "a");
-    if (!r->log) return sdc_fail(err, SDC_EIO, "%s: cannot open: %s", logpath, strerror(errno));
+    r->log = lead ? fopen(logpath, "a") : NULL;
+    if (lead && !r->log) return sdc_fail(err, SDC_EIO, "%s: cannot open: %s", logpath, strerror(errno));
 
-    fprintf(stderr, "sdc: training %s (%s), %lld images, batch %lld × %d accumulation, %lld steps\n",
-            r->lora ? "LoRA" : "full UNet", r->train_te ? "with text encoder" : "text encoder frozen",
-            (long long)r->ds.n, (long long)r->B, a->gradient_accumulation_steps, (long long)eff.max_train_steps);
+    if (lead)
+        fprintf(stderr, "sdc: training %s (%s), %lld images, batch %lld × %d processes × %d accumulation, %lld steps\n",
+                r->lora ? "LoRA" : "full UNet", r->train_te ? "with text encoder" : "text encoder frozen",
+                (long long)r->ds.n, (long long)r->B, r->dist.size, a->gradient_accumulation_steps,
+                (long long)eff.max_train_steps);
     int64_t *perm = malloc((size_t)r->ds.n * sizeof *perm);
     r->bad[0] = calloc((size_t)r->ds.n + 1, 1);
     r->bad[1] = calloc((size_t)r->cls.n + 1, 1);
@@ -555,15 +573,18 @@ static sdc_status train(run *r, sdc_error *err) {
     sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)prog.epoch, perm);
     if (a->with_prior_preservation) sdc_dataset_epoch_order(&r->cls, ~r->seed, (uint64_t)prog.epoch, r->cls_perm);
     sdc_progress bar = {0};
-    sdc_progress_begin(&bar, "train", eff.max_train_steps);
-    sdc_progress_update(&bar, r->t.step);
+    if (lead) {
+        sdc_progress_begin(&bar, "train", eff.max_train_steps);
+        sdc_progress_update(&bar, r->t.step);
+    }
     sdc_status st = SDC_OK;
     g_stop = 0;
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    while (st == SDC_OK && r->t.step < eff.max_train_steps && !g_stop) {
+    double stop = 0;
+    while (st == SDC_OK && r->t.step < eff.max_train_steps && !stop) {
         double loss_sum = 0, t0 = now_s();
         for (int k = 0; st == SDC_OK && k < a->gradient_accumulation_steps; k++) {
             if (prog.data_pos >= r->ds.n) {
@@ -576,15 +597,21 @@ static sdc_status train(run *r, sdc_error *err) {
             double loss;
             uint64_t micro = (uint64_t)(r->t.step * a->gradient_accumulation_steps + k);
             st = micro_batch(r, perm, r->ds.n, prog.data_pos, prog.epoch, micro, &loss, err);
-            prog.data_pos += r->B;
+            prog.data_pos += r->B * r->dist.size;
             loss_sum += loss;
         }
         if (st != SDC_OK) break;
+        /* data parallel: every rank steps with the gradients averaged over all */
+        for (int i = 0; i < r->t.ntrain; i++) sdc_dist_mean_f32(&r->dist, r->t.train[i]->grad, r->t.train[i]->total);
         double gn = 0, lr = 0;
         int skipped = 0;
         st = sdc_trainer_optimizer_step(&r->t, &gn, &lr, &skipped, err);
         if (st != SDC_OK) break;
-        double loss = loss_sum / a->gradient_accumulation_steps;
+        double sums[2] = {loss_sum / a->gradient_accumulation_steps, g_stop ? 1.0 : 0.0};
+        sdc_dist_mean_f64(&r->dist, sums, 2); /* the loss over all ranks; a signal to any stops all */
+        double loss = sums[0];
+        stop = sums[1];
+        if (!lead) continue;
         double ips = (double)(r->B * a->gradient_accumulation_steps) / (now_s() - t0);
         fprintf(r->log,
                 "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
@@ -605,24 +632,25 @@ static sdc_status train(run *r, sdc_error *err) {
             if (st == SDC_OK) st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, NULL, 0, err);
         }
     }
-    sdc_progress_end(&bar);
+    if (lead) sdc_progress_end(&bar);
     if (r->nloss) record_loss(r, NAN, 1);
     if (r->nbad) SDC_WARN("%lld images could not be decoded and were skipped", (long long)r->nbad);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     free(perm);
-    if (st == SDC_OK && g_stop) {
+    if (st == SDC_OK && stop) {
         /* interrupted: keep everything so far, resumable */
         char path[4096];
-        st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, path, sizeof path, err);
+        snprintf(path, sizeof path, "%s/checkpoint-%lld", a->output_dir, (long long)r->t.step);
+        if (lead) st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, path, sizeof path, err);
         if (st == SDC_OK)
             st = sdc_fail(err, SDC_EINVAL, "interrupted at step %lld; saved %s (resume with --resume_from_checkpoint latest)",
                           (long long)r->t.step, path);
         r->a = a;
         return st;
     }
-    if (st == SDC_OK) st = save_outputs(r, err);
-    if (st == SDC_OK) st = validate(r, err);
+    if (st == SDC_OK && lead) st = save_outputs(r, err);
+    if (st == SDC_OK && lead) st = validate(r, err);
     r->a = a;
     return st;
 }
