@@ -333,3 +333,37 @@ TEST(train_run_mpi_two_ranks_equal_one_rank_double_batch) {
     sdc_weights_free(&a);
     sdc_weights_free(&b);
 }
+
+/* Mistakes stop before training with one line naming the problem. */
+TEST(train_run_stops_early_on_bad_setup) {
+    sdc_error err = {0};
+    sdc_train_args a;
+    char dir[512], cmd[2400];
+    /* an output folder that cannot be written (a file is in the way) */
+    snprintf(dir, sizeof dir, "%s/file", test_tmpdir());
+    FILE *f = fopen(dir, "w");
+    REQUIRE(f);
+    fclose(f);
+    char out[600];
+    snprintf(out, sizeof out, "%s/sub", dir);
+    small_run(&a, out);
+    CHECK(sdc_train_run(&a, &err) != SDC_OK);
+    CHECK_MSG(strstr(err.msg, out) || strstr(err.msg, dir), "%s", err.msg);
+    /* a model folder without its VAE */
+    snprintf(dir, sizeof dir, "%s/novae", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "cp -r tests/data/tiny-sd '%s' && rm -r '%s/vae'", dir, dir);
+    REQUIRE(system(cmd) == 0);
+    small_run(&a, test_tmpdir());
+    a.pretrained_model_name_or_path = dir;
+    CHECK(sdc_train_run(&a, &err) != SDC_OK);
+    CHECK_MSG(strstr(err.msg, "vae") || strstr(err.msg, "VAE"), "%s", err.msg);
+    /* a missing caption column */
+    snprintf(dir, sizeof dir, "%s/cap", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' && cp tests/data/datasets/imagefolder/b.png '%s/' && "
+             "echo '{\"file_name\": \"b.png\", \"caption\": \"x\"}' > '%s/metadata.jsonl'", dir, dir, dir);
+    REQUIRE(system(cmd) == 0);
+    small_run(&a, test_tmpdir());
+    a.train_data_dir = dir;
+    CHECK(sdc_train_run(&a, &err) != SDC_OK);
+    CHECK_MSG(strstr(err.msg, "text"), "%s", err.msg);
+}

@@ -512,6 +512,14 @@ static sdc_status train(run *r, sdc_error *err) {
         return sdc_fail(err, SDC_EUNSUPPORTED, "--pretrained_vae_model_name_or_path is not supported yet (the model's own VAE is used)");
     SDC_TRY(pick_method(r, err));
     SDC_TRY(load_data(r, err));
+    /* what the user can get wrong is checked before the (slow) model load */
+    SDC_TRY(sdc_mkdirs(a->output_dir, err));
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/.sdc-write-test-%d", a->output_dir, (int)getpid());
+    FILE *pf = fopen(probe, "w");
+    if (!pf) return sdc_fail(err, SDC_EIO, "%s: cannot write in the output folder: %s", a->output_dir, strerror(errno));
+    fclose(pf);
+    remove(probe);
     SDC_TRY(sdc_sd_load(a->pretrained_model_name_or_path, &(sdc_sd_load_opts){.variant = a->variant}, &r->sd, err));
     const sdc_unet_config *uc = &r->sd.unet->cfg;
     int s = sdc_vae_scale(&r->sd.vae->cfg);
