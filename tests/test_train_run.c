@@ -367,3 +367,26 @@ TEST(train_run_stops_early_on_bad_setup) {
     CHECK(sdc_train_run(&a, &err) != SDC_OK);
     CHECK_MSG(strstr(err.msg, "text"), "%s", err.msg);
 }
+
+/* --pretrained_vae_model_name_or_path: a VAE folder replaces the model's,
+ * and the saved pipeline carries it. */
+TEST(train_run_separate_vae) {
+    sdc_error err = {0};
+    char vae[512], out[512], cmd[2048], path[1024];
+    snprintf(vae, sizeof vae, "%s/myvae", test_tmpdir());
+    snprintf(out, sizeof out, "%s/o", test_tmpdir());
+    snprintf(cmd, sizeof cmd, "cp -r tests/data/tiny-sd/vae '%s'", vae);
+    REQUIRE(system(cmd) == 0);
+    sdc_train_args a;
+    small_run(&a, out);
+    a.pretrained_vae_model_name_or_path = vae;
+    a.max_train_steps = 1;
+    a.checkpointing_steps = 0;
+    REQUIRE_OK(sdc_train_run(&a, &err), &err);
+    snprintf(path, sizeof path, "%s/vae/diffusion_pytorch_model.safetensors", out);
+    CHECK(sdc_path_exists(path));
+    small_run(&a, test_tmpdir());
+    a.pretrained_vae_model_name_or_path = "tests/data/tiny-sd/unet";
+    CHECK(sdc_train_run(&a, &err) != SDC_OK);
+    CHECK_MSG(strstr(err.msg, "tests/data/tiny-sd/unet"), "%s", err.msg);
+}

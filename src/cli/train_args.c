@@ -63,7 +63,7 @@ static int build_table(cli_flag *t, sdc_train_args *a, train_extra *x) {
         CLI_FLAG("pretrained_model_name_or_path", CLI_STR, &a->pretrained_model_name_or_path, "PATH",
                  "diffusers model folder or single-file checkpoint (required)", NULL, M),
         CLI_FLAG("pretrained_vae_model_name_or_path", CLI_STR, &a->pretrained_vae_model_name_or_path, "PATH",
-                 "a separate VAE (the SDXL script's flag; not supported yet: refused)", NULL, M),
+                 "an AutoencoderKL folder to use instead of the model's VAE (the SDXL script's flag)", "the model's", M),
         CLI_FLAG("variant", CLI_STR, &a->variant, "NAME", "weight variant of a diffusers folder (e.g. fp16)", NULL, M),
         CLI_FLAG("train_data_dir", CLI_STR, &a->train_data_dir, "DIR",
                  "images with captions (metadata.jsonl or caption files)", NULL, D),

@@ -22,6 +22,8 @@
 #include "core/progress.h"
 #include "core/rng.h"
 #include "data/dataset.h"
+#include "io/json.h"
+#include "io/safetensors.h"
 #include "data/image.h"
 #include "data/plot.h"
 #include "data/png.h"
@@ -360,6 +362,21 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
     sdc_status st = sdc_pipeline_write_diffusers(tmp, a->pretrained_model_name_or_path, &r->sd.unet->params, cfg,
                                                  SDC_F32, err);
     free(cfg);
+    if (st == SDC_OK && a->pretrained_vae_model_name_or_path) {
+        /* the VAE trained with goes into the folder, as the SDXL script saves it */
+        char vdir[4300], cfgp[4200], *vcfg = NULL;
+        size_t len = 0;
+        snprintf(vdir, sizeof vdir, "%s/vae", tmp);
+        snprintf(cfgp, sizeof cfgp, "%s/config.json", a->pretrained_vae_model_name_or_path);
+        char cmd[9000];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", vdir);
+        if (system(cmd) != 0) SDC_WARN("%s: could not replace", vdir);
+        st = sdc_read_file(cfgp, &vcfg, &len, err);
+        if (st == SDC_OK)
+            st = sdc_params_write_diffusers(vdir, &r->sd.vae->params, "diffusion_pytorch_model.safetensors", vcfg,
+                                            SDC_F32, err);
+        free(vcfg);
+    }
     static const char *const entries[] = {"model_index.json", "unet", "vae", "text_encoder", "text_encoder_2",
                                           "tokenizer", "tokenizer_2", "scheduler"};
     for (size_t i = 0; st == SDC_OK && i < sizeof entries / sizeof *entries; i++) {
@@ -451,6 +468,49 @@ static void record_loss(run *r, double loss, int force) {
     }
 }
 
+/* --pretrained_vae_model_name_or_path: an AutoencoderKL folder (config.json
+ * and diffusion_pytorch_model.safetensors, e.g. the SDXL fp16-fix VAE)
+ * replaces the model's VAE. */
+static sdc_status replace_vae(run *r, const char *dir, sdc_error *err) {
+    char cfg_path[4200], w_path[4200];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
+    snprintf(w_path, sizeof w_path, "%s/diffusion_pytorch_model.safetensors", dir);
+    if (!sdc_path_exists(w_path))
+        return sdc_fail(err, SDC_ENOTFOUND, "%s: a VAE folder needs diffusion_pytorch_model.safetensors", dir);
+    cJSON *j = NULL;
+    SDC_TRY(sdc_json_load_object(cfg_path, &j, err));
+    sdc_vae_config vc;
+    sdc_status st = sdc_vae_config_parse(j, cfg_path, &vc, err);
+    cJSON_Delete(j);
+    SDC_TRY(st);
+    sdc_weights raw, named;
+    sdc_weights_init(&raw);
+    sdc_weights_init(&named);
+    sdc_vae *v = calloc(1, sizeof *v);
+    st = v ? sdc_safetensors_read(w_path, &raw, err) : sdc_fail(err, SDC_ENOMEM, "out of memory");
+    /* the file's names are the VAE's own; the loader wants "vae.<name>" */
+    for (size_t i = 0; st == SDC_OK && i < raw.count; i++) {
+        const sdc_weight *t = &raw.items[i];
+        char name[600];
+        snprintf(name, sizeof name, "vae.%s", t->name);
+        st = sdc_weights_add(&named, name, t->src_name, t->dtype, t->ndim, t->shape, t->data, t->nbytes, -1, w_path, err);
+    }
+    if (st == SDC_OK) st = sdc_vae_build(v, &vc, "vae", err);
+    if (st == SDC_OK) st = sdc_vae_load(v, &named, err);
+    sdc_weights_free(&named);
+    sdc_weights_free(&raw);
+    if (st != SDC_OK) {
+        if (v) sdc_vae_free(v);
+        free(v);
+        return st;
+    }
+    sdc_vae_free(r->sd.vae);
+    free(r->sd.vae);
+    r->sd.vae = v;
+    SDC_INFO("VAE from %s", dir);
+    return SDC_OK;
+}
+
 /* Prior preservation's class images: generated with the model (its own
  * scheduler, 50 steps, default guidance, as the script's pipeline call)
  * until --num_class_images exist, then scanned. */
@@ -508,8 +568,6 @@ static sdc_status train(run *r, sdc_error *err) {
         return sdc_fail(err, SDC_EUNSUPPORTED, "--snr_gamma with --with_prior_preservation is not supported yet");
     if (a->with_prior_preservation && (!a->class_data_dir || !a->class_prompt || !a->instance_data_dir))
         return sdc_fail(err, SDC_EINVAL, "--with_prior_preservation needs --instance_data_dir, --class_data_dir and --class_prompt");
-    if (a->pretrained_vae_model_name_or_path)
-        return sdc_fail(err, SDC_EUNSUPPORTED, "--pretrained_vae_model_name_or_path is not supported yet (the model's own VAE is used)");
     SDC_TRY(pick_method(r, err));
     SDC_TRY(load_data(r, err));
     /* what the user can get wrong is checked before the (slow) model load */
@@ -521,6 +579,7 @@ static sdc_status train(run *r, sdc_error *err) {
     fclose(pf);
     remove(probe);
     SDC_TRY(sdc_sd_load(a->pretrained_model_name_or_path, &(sdc_sd_load_opts){.variant = a->variant}, &r->sd, err));
+    if (a->pretrained_vae_model_name_or_path) SDC_TRY(replace_vae(r, a->pretrained_vae_model_name_or_path, err));
     const sdc_unet_config *uc = &r->sd.unet->cfg;
     int s = sdc_vae_scale(&r->sd.vae->cfg);
     r->res = a->resolution;
