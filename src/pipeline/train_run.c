@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <time.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,48 +202,66 @@ static uint64_t sample_key(const run *r, uint64_t micro_index, int64_t b) {
     return micro_index * (uint64_t)(2 * G) + (uint64_t)g;
 }
 
-/* One micro-batch: images → latents (a sample of the VAE posterior ×
- * scaling factor), captions → text states (or token ids when the text
- * encoders train), noise and timesteps. */
-static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int64_t pos, int64_t epoch,
-                              uint64_t micro_index, double *loss, sdc_error *err) {
+/* The images of one micro-batch, decoded and transformed: loaded in a
+ * background thread while the previous micro-batch trains (prefetch), or
+ * in place when there is none. One job runs at a time, so the skip list of
+ * broken images has a single writer. */
+typedef struct load_job {
+    run *r;
+    int64_t pos, epoch;
+    int64_t *perm, *cls_perm; /* that epoch's orders (owned) */
+    float *img;               /* [nb, 3, res, res] */
+    int64_t item[512];
+    sdc_sample_info info[512];
+    sdc_status st;
+    sdc_error err;
+    pthread_t thread;
+    int running;
+} load_job;
+
+static sdc_status job_init(run *r, load_job *j, int64_t pos, int64_t epoch) {
+    const int64_t nb = r->a->with_prior_preservation ? 2 * r->B : r->B;
+    memset(j, 0, sizeof *j);
+    j->r = r, j->pos = pos, j->epoch = epoch;
+    j->perm = malloc((size_t)r->ds.n * sizeof *j->perm);
+    j->cls_perm = malloc((size_t)(r->cls.n + 1) * sizeof *j->cls_perm);
+    j->img = malloc((size_t)(nb * 3 * r->res * r->res) * sizeof *j->img);
+    if (!j->perm || !j->cls_perm || !j->img) return sdc_fail(&j->err, SDC_ENOMEM, "out of memory for a batch");
+    sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)epoch, j->perm);
+    if (r->cls.n) sdc_dataset_epoch_order(&r->cls, ~r->seed, (uint64_t)epoch, j->cls_perm);
+    return SDC_OK;
+}
+
+static void job_free(load_job *j) {
+    if (j->running) pthread_join(j->thread, NULL);
+    free(j->perm), free(j->cls_perm), free(j->img);
+    memset(j, 0, sizeof *j);
+}
+
+static void run_job(load_job *j) {
+    run *r = j->r;
     const sdc_train_args *a = r->a;
     const int prior = a->with_prior_preservation;
-    /* the UNet batch: B training images, then (prior preservation) B class
-     * images, as train_dreambooth.py concatenates them */
-    const int64_t B = prior ? 2 * r->B : r->B, res = r->res, per = r->per;
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &r->arena, NULL};
-    float *img = malloc((size_t)(B * 3 * res * res) * sizeof *img), *x0 = malloc((size_t)(B * per) * sizeof *x0);
-    float *noise = malloc((size_t)(B * per) * sizeof *noise), *in_noise = malloc((size_t)(B * per) * sizeof *in_noise);
-    float *ctx = calloc((size_t)(B * r->T * r->D), sizeof *ctx), *pooled = calloc((size_t)(B * (r->P ? r->P : 1)), sizeof *pooled);
-    int32_t *ids[2] = {malloc((size_t)(B * r->T) * sizeof(int32_t)), malloc((size_t)(B * r->T) * sizeof(int32_t))};
-    double *tids = malloc((size_t)B * 6 * sizeof *tids);
-    int64_t *ts = malloc((size_t)B * sizeof *ts);
-    float sw[512];
-    sdc_status st = img && x0 && noise && in_noise && ctx && pooled && ids[0] && ids[1] && tids && ts
-                        ? SDC_OK
-                        : sdc_fail(err, SDC_ENOMEM, "out of memory for a batch of %lld", (long long)B);
+    const int64_t B = prior ? 2 * r->B : r->B, res = r->res, n_items = r->ds.n;
+    const int64_t pos = j->pos, shard = (int64_t)r->dist.rank * r->B;
+    sdc_error *err = &j->err;
     sdc_sample_opts so = {.resolution = (int)res, .center_crop = a->center_crop, .random_flip = a->random_flip,
                           .flip_before_crop = r->sd.nte == 2, .apply_exif = a->instance_data_dir != NULL};
+    sdc_status st = SDC_OK;
     for (int64_t b = 0; st == SDC_OK && b < B; b++) {
         int is_class = b >= r->B;
         const sdc_dataset *ds = is_class ? &r->cls : &r->ds;
-        const int64_t shard = (int64_t)r->dist.rank * r->B;
-        int64_t item = is_class ? r->cls_perm[(pos + shard + b - r->B) % r->cls.n] : perm[(pos + shard + b) % n_items];
-        /* DreamBooth's loss: instance MSE + prior_loss_weight · class MSE
-         * (weights 2 and 2λ over the doubled batch's mean) */
-        sw[b] = prior ? (float)(is_class ? 2.0 * a->prior_loss_weight : 2.0) : 1.0f;
-        sdc_sample_info info;
         /* an image that cannot be decoded is skipped (with a warning, once)
          * and the next one in the order taken; most of the set bad stops */
         uint8_t *bad = r->bad[is_class];
-        const int64_t *order = is_class ? r->cls_perm : perm;
+        const int64_t *order = is_class ? j->cls_perm : j->perm;
         int64_t at = is_class ? (pos + shard + b - r->B) % ds->n : (pos + shard + b) % n_items;
         for (int64_t tries = 0; tries < ds->n; tries++) {
-            item = order[(at + tries) % ds->n];
+            int64_t item = order[(at + tries) % ds->n];
             if (bad[item]) continue;
-            st = sdc_dataset_load_sample(ds, item, &so, is_class ? ~r->seed : r->seed, (uint64_t)epoch,
-                                         img + b * 3 * res * res, &info, err);
+            j->item[b] = item;
+            st = sdc_dataset_load_sample(ds, item, &so, is_class ? ~r->seed : r->seed, (uint64_t)j->epoch,
+                                         j->img + b * 3 * res * res, &j->info[b], err);
             if (st == SDC_OK || st == SDC_ENOMEM) break;
             SDC_WARN("skipping %s", err->msg);
             bad[item] = 1;
@@ -254,7 +273,47 @@ static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int6
                 break;
             }
         }
-        if (st != SDC_OK) break;
+    }
+    j->st = st;
+}
+
+static void *job_thread(void *arg) {
+    run_job(arg);
+    return NULL;
+}
+
+/* One micro-batch: images → latents (a sample of the VAE posterior ×
+ * scaling factor), captions → text states (or token ids when the text
+ * encoders train), noise and timesteps. */
+static sdc_status micro_batch(run *r, load_job *job, uint64_t micro_index, double *loss, sdc_error *err) {
+    const sdc_train_args *a = r->a;
+    const int prior = a->with_prior_preservation;
+    /* the UNet batch: B training images, then (prior preservation) B class
+     * images, as train_dreambooth.py concatenates them */
+    const int64_t B = prior ? 2 * r->B : r->B, res = r->res, per = r->per;
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &r->arena, NULL};
+    if (job->st != SDC_OK) {
+        *err = job->err;
+        return job->st;
+    }
+    float *img = job->img, *x0 = malloc((size_t)(B * per) * sizeof *x0);
+    float *noise = malloc((size_t)(B * per) * sizeof *noise), *in_noise = malloc((size_t)(B * per) * sizeof *in_noise);
+    float *ctx = calloc((size_t)(B * r->T * r->D), sizeof *ctx), *pooled = calloc((size_t)(B * (r->P ? r->P : 1)), sizeof *pooled);
+    int32_t *ids[2] = {malloc((size_t)(B * r->T) * sizeof(int32_t)), malloc((size_t)(B * r->T) * sizeof(int32_t))};
+    double *tids = malloc((size_t)B * 6 * sizeof *tids);
+    int64_t *ts = malloc((size_t)B * sizeof *ts);
+    float sw[512];
+    sdc_status st = x0 && noise && in_noise && ctx && pooled && ids[0] && ids[1] && tids && ts
+                        ? SDC_OK
+                        : sdc_fail(err, SDC_ENOMEM, "out of memory for a batch of %lld", (long long)B);
+    for (int64_t b = 0; st == SDC_OK && b < B; b++) {
+        int is_class = b >= r->B;
+        const sdc_dataset *ds = is_class ? &r->cls : &r->ds;
+        int64_t item = job->item[b];
+        const sdc_sample_info info = job->info[b];
+        /* DreamBooth's loss: instance MSE + prior_loss_weight · class MSE
+         * (weights 2 and 2λ over the doubled batch's mean) */
+        sw[b] = prior ? (float)(is_class ? 2.0 * a->prior_loss_weight : 2.0) : 1.0f;
         double id6[6] = {info.orig_h, info.orig_w, info.crop_top, info.crop_left, (double)res, (double)res};
         memcpy(tids + 6 * b, id6, sizeof id6);
         const char *cap = ds->items[item].caption;
@@ -321,7 +380,7 @@ static sdc_status micro_batch(run *r, const int64_t *perm, int64_t n_items, int6
         batch.input_ids[1] = ids[1];
         st = sdc_trainer_micro_step(&r->t, &batch, loss, err);
     }
-    free(img), free(x0), free(noise), free(in_noise), free(ctx), free(pooled), free(ids[0]), free(ids[1]);
+    free(x0), free(noise), free(in_noise), free(ctx), free(pooled), free(ids[0]), free(ids[1]);
     free(tids), free(ts);
     return st;
 }
@@ -651,20 +710,41 @@ static sdc_status train(run *r, sdc_error *err) {
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     double stop = 0;
+    load_job cur = {0}, ahead = {0};
     while (st == SDC_OK && r->t.step < eff.max_train_steps && !stop) {
         double loss_sum = 0, t0 = now_s();
         for (int k = 0; st == SDC_OK && k < a->gradient_accumulation_steps; k++) {
             if (prog.data_pos >= r->ds.n) {
                 prog.epoch++;
                 prog.data_pos = 0;
-                sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)prog.epoch, perm);
-                if (a->with_prior_preservation)
-                    sdc_dataset_epoch_order(&r->cls, ~r->seed, (uint64_t)prog.epoch, r->cls_perm);
             }
+            /* this micro-batch's images: the prefetched ones, or loaded now */
+            if (ahead.running && ahead.pos == prog.data_pos && ahead.epoch == prog.epoch) {
+                pthread_join(ahead.thread, NULL);
+                ahead.running = 0;
+                job_free(&cur);
+                cur = ahead;
+                memset(&ahead, 0, sizeof ahead);
+            } else {
+                job_free(&ahead);
+                job_free(&cur);
+                st = job_init(r, &cur, prog.data_pos, prog.epoch);
+                if (st == SDC_OK) run_job(&cur);
+                else *err = cur.err;
+            }
+            if (st != SDC_OK) break;
+            /* start on the next one while this one trains */
+            const int64_t G = r->B * r->dist.size;
+            int64_t npos = prog.data_pos + G, nep = prog.epoch;
+            if (npos >= r->ds.n) npos = 0, nep++;
+            if (job_init(r, &ahead, npos, nep) == SDC_OK && pthread_create(&ahead.thread, NULL, job_thread, &ahead) == 0)
+                ahead.running = 1;
+            else
+                job_free(&ahead);
             double loss;
             uint64_t micro = (uint64_t)(r->t.step * a->gradient_accumulation_steps + k);
-            st = micro_batch(r, perm, r->ds.n, prog.data_pos, prog.epoch, micro, &loss, err);
-            prog.data_pos += r->B * r->dist.size;
+            st = micro_batch(r, &cur, micro, &loss, err);
+            prog.data_pos += G;
             loss_sum += loss;
         }
         if (st != SDC_OK) break;
@@ -699,6 +779,8 @@ static sdc_status train(run *r, sdc_error *err) {
             if (st == SDC_OK) st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, NULL, 0, err);
         }
     }
+    job_free(&ahead);
+    job_free(&cur);
     if (lead) sdc_progress_end(&bar);
     if (r->nloss) record_loss(r, NAN, 1);
     if (r->nbad) SDC_WARN("%lld images could not be decoded and were skipped", (long long)r->nbad);
