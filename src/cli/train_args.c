@@ -26,33 +26,9 @@ typedef struct {
 static cJSON *g_config;
 
 static void set_defaults(sdc_train_args *a, train_extra *x) {
-    memset(a, 0, sizeof *a);
+    sdc_train_args_default(a); /* the scripts' defaults (pipeline/train_run.c) */
     memset(x, 0, sizeof *x);
-    a->image_column = "image"; /* text_to_image */
-    a->caption_column = "text";
-    a->resolution = 512;
-    a->rank = 4; /* both LoRA scripts */
-    a->train_batch_size = 16;  /* text_to_image; dreambooth: 4 */
-    a->num_train_epochs = 100; /* text_to_image; dreambooth: 1 */
-    a->gradient_accumulation_steps = 1;
-    a->learning_rate = 1e-4; /* text_to_image(_lora); dreambooth 5e-6, dreambooth_lora 5e-4 */
-    a->lr_scheduler = "constant";
-    a->lr_warmup_steps = 500;
-    a->lr_num_cycles = 1; /* dreambooth */
-    a->lr_power = 1.0;    /* dreambooth */
-    a->adam_beta1 = 0.9;
-    a->adam_beta2 = 0.999;
-    a->adam_weight_decay = 1e-2;
-    a->adam_epsilon = 1e-8;
-    a->max_grad_norm = 1.0;
-    a->seed = -1;
-    a->output_dir = "sd-model-finetuned";
-    a->checkpointing_steps = 500;
-    a->num_validation_images = 4;
-    a->logging_dir = "logs";
-    a->num_class_images = 100; /* dreambooth */
-    a->prior_loss_weight = 1.0;
-    a->sample_batch_size = 4;
+    a->rank = 4; /* both LoRA scripts; used only when the method is a LoRA one */
 }
 
 static int build_table(cli_flag *t, sdc_train_args *a, train_extra *x) {
