@@ -238,42 +238,89 @@ static void job_free(load_job *j) {
     memset(j, 0, sizeof *j);
 }
 
+/* The order position of local sample b, and its first candidate: the next
+ * item there not known to be broken (-1: none left). */
+static int64_t job_at(const load_job *j, int64_t b) {
+    const run *r = j->r;
+    const int64_t shard = (int64_t)r->dist.rank * r->B;
+    return b >= r->B ? (j->pos + shard + b - r->B) % r->cls.n : (j->pos + shard + b) % r->ds.n;
+}
+
 static void run_job(load_job *j) {
     run *r = j->r;
     const sdc_train_args *a = r->a;
     const int prior = a->with_prior_preservation;
-    const int64_t B = prior ? 2 * r->B : r->B, res = r->res, n_items = r->ds.n;
-    const int64_t pos = j->pos, shard = (int64_t)r->dist.rank * r->B;
-    sdc_error *err = &j->err;
+    const int64_t B = prior ? 2 * r->B : r->B, res = r->res;
     sdc_sample_opts so = {.resolution = (int)res, .center_crop = a->center_crop, .random_flip = a->random_flip,
                           .flip_before_crop = r->sd.nte == 2, .apply_exif = a->instance_data_dir != NULL};
-    sdc_status st = SDC_OK;
-    for (int64_t b = 0; st == SDC_OK && b < B; b++) {
+    sdc_status *sts = calloc((size_t)B, sizeof *sts);
+    sdc_error *errs = calloc((size_t)B, sizeof *errs);
+    if (!sts || !errs) {
+        free(sts), free(errs);
+        j->st = sdc_fail(&j->err, SDC_ENOMEM, "out of memory");
+        return;
+    }
+    /* 1: each sample's first candidate (reads the skip list only) */
+    for (int64_t b = 0; b < B; b++) {
         int is_class = b >= r->B;
         const sdc_dataset *ds = is_class ? &r->cls : &r->ds;
-        /* an image that cannot be decoded is skipped (with a warning, once)
-         * and the next one in the order taken; most of the set bad stops */
-        uint8_t *bad = r->bad[is_class];
         const int64_t *order = is_class ? j->cls_perm : j->perm;
-        int64_t at = is_class ? (pos + shard + b - r->B) % ds->n : (pos + shard + b) % n_items;
-        for (int64_t tries = 0; tries < ds->n; tries++) {
-            int64_t item = order[(at + tries) % ds->n];
+        j->item[b] = -1;
+        for (int64_t t = 0, at = job_at(j, b); t < ds->n; t++)
+            if (!r->bad[is_class][order[(at + t) % ds->n]]) {
+                j->item[b] = order[(at + t) % ds->n];
+                break;
+            }
+    }
+    /* 2: decode them on worker threads (each sample has its own output) */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; b++) {
+        int is_class = b >= r->B;
+        if (j->item[b] < 0) {
+            sts[b] = SDC_EFORMAT;
+            continue;
+        }
+        sts[b] = sdc_dataset_load_sample(is_class ? &r->cls : &r->ds, j->item[b], &so, is_class ? ~r->seed : r->seed,
+                                         (uint64_t)j->epoch, j->img + b * 3 * res * res, &j->info[b], &errs[b]);
+    }
+    /* 3: failures in sample order, as a serial loader would meet them: mark
+     * the image broken (warning once), take the next one in the order */
+    sdc_status st = SDC_OK;
+    for (int64_t b = 0; st == SDC_OK && b < B; b++) {
+        if (sts[b] == SDC_OK) continue;
+        if (sts[b] == SDC_ENOMEM) {
+            st = sts[b];
+            j->err = errs[b];
+            break;
+        }
+        int is_class = b >= r->B;
+        const sdc_dataset *ds = is_class ? &r->cls : &r->ds;
+        const int64_t *order = is_class ? j->cls_perm : j->perm;
+        uint8_t *bad = r->bad[is_class];
+        if (j->item[b] >= 0 && !bad[j->item[b]]) {
+            SDC_WARN("skipping %s", errs[b].msg);
+            bad[j->item[b]] = 1;
+            r->nbad++;
+        }
+        st = SDC_EFORMAT;
+        for (int64_t t = 0, at = job_at(j, b); t < ds->n; t++) {
+            if (2 * r->nbad > r->ds.n + r->cls.n) break;
+            int64_t item = order[(at + t) % ds->n];
             if (bad[item]) continue;
             j->item[b] = item;
             st = sdc_dataset_load_sample(ds, item, &so, is_class ? ~r->seed : r->seed, (uint64_t)j->epoch,
-                                         j->img + b * 3 * res * res, &j->info[b], err);
+                                         j->img + b * 3 * res * res, &j->info[b], &j->err);
             if (st == SDC_OK || st == SDC_ENOMEM) break;
-            SDC_WARN("skipping %s", err->msg);
+            SDC_WARN("skipping %s", j->err.msg);
             bad[item] = 1;
             r->nbad++;
             st = SDC_EFORMAT;
-            if (2 * r->nbad > r->ds.n + r->cls.n) {
-                st = sdc_fail(err, SDC_EFORMAT, "%lld of %lld images could not be decoded; stopping (see the warnings)",
-                              (long long)r->nbad, (long long)(r->ds.n + r->cls.n));
-                break;
-            }
         }
+        if (st != SDC_OK && st != SDC_ENOMEM)
+            st = sdc_fail(&j->err, SDC_EFORMAT, "%lld of %lld images could not be decoded; stopping (see the warnings)",
+                          (long long)r->nbad, (long long)(r->ds.n + r->cls.n));
     }
+    free(sts), free(errs);
     j->st = st;
 }
 
