@@ -10,6 +10,8 @@
 #include "io/lora.h"
 #include "io/safetensors.h"
 #include "data/dataset.h"
+#include "pipeline/golden.h"
+#include "pipeline/sd_model.h"
 #include "pipeline/train_checkpoint.h"
 #include "pipeline/train_run.h"
 #include "test.h"
@@ -389,4 +391,34 @@ TEST(train_run_separate_vae) {
     a.pretrained_vae_model_name_or_path = "tests/data/tiny-sd/unet";
     CHECK(sdc_train_run(&a, &err) != SDC_OK);
     CHECK_MSG(strstr(err.msg, "tests/data/tiny-sd/unet"), "%s", err.msg);
+}
+
+/* --save_single_file: the fine-tuned SD 1.x model also as one original-
+ * layout file, which sdc (as AUTOMATIC1111/ComfyUI would) reads back to the
+ * same weights as the folder (fp16 rounding). */
+TEST(train_run_save_single_file) {
+    sdc_error err = {0};
+    char out[512], sf[1024];
+    snprintf(out, sizeof out, "%s/sf", test_tmpdir());
+    sdc_train_args a;
+    small_run(&a, out);
+    a.max_train_steps = 1;
+    a.checkpointing_steps = 0;
+    a.save_single_file = 1;
+    REQUIRE_OK(sdc_train_run(&a, &err), &err);
+    snprintf(sf, sizeof sf, "%s/model.safetensors", out);
+    sdc_sd folder, single;
+    REQUIRE_OK(sdc_sd_load(out, NULL, &folder, &err), &err);
+    REQUIRE_OK(sdc_sd_load(sf, NULL, &single, &err), &err);
+    CHECK_EQ_INT(single.family, SDC_FAMILY_SD1);
+    const sdc_params *pa[3] = {&folder.unet->params, &folder.vae->params, &folder.te[0]->params};
+    const sdc_params *pb[3] = {&single.unet->params, &single.vae->params, &single.te[0]->params};
+    for (int k = 0; k < 3; k++) {
+        REQUIRE(pa[k]->total == pb[k]->total);
+        double e = sdc_rel_err(pb[k]->data, pa[k]->data, pa[k]->total);
+        /* fp16 storage: 2^-11 relative per value */
+        CHECK_MSG(e < 1e-3, "%s: relative difference %.3g", pa[k]->component, e);
+    }
+    sdc_sd_free(&folder);
+    sdc_sd_free(&single);
 }

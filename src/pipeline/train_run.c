@@ -30,6 +30,7 @@
 #include "data/png.h"
 #include "diffusion/training.h"
 #include "io/lora_write.h"
+#include "io/single_file_write.h"
 #include "nn/lora_attach.h"
 #include "pipeline/sd_model.h"
 #include "pipeline/train_checkpoint.h"
@@ -183,6 +184,8 @@ static sdc_status set_up_training(run *r, sdc_error *err) {
     /* diffusers' scripts count the schedule in optimizer steps × processes */
     SDC_TRY(sdc_lr_schedule_init(&o.lr, kind, o.adam.lr, a->lr_warmup_steps, a->max_train_steps, a->lr_num_cycles,
                                  a->lr_power, err));
+    if (a->save_single_file && r->lora)
+        return sdc_fail(err, SDC_EINVAL, "--save_single_file applies to full fine-tuning (LoRA: --lora_format)");
     if (a->use_ema) {
         if (r->lora) return sdc_fail(err, SDC_EINVAL, "--use_ema applies to full fine-tuning, not LoRA");
         o.use_ema = 1;
@@ -447,7 +450,7 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
         if (strcmp(fmt, "diffusers") != 0) {
             /* sd-scripts' names: SGM module paths for SDXL, diffusers' for SD 1.x/2.x */
             sdc_unet_layout layout;
-            int sgm = sdc_lora_kohya_wants_sgm(r->sd.family) && sdc_unet_layout_read(&r->sd.unet->params, &layout) == 0;
+            int sgm = sdc_lora_kohya_wants_sgm(r->sd.family) && sdc_unet_layout_read(&r->sd.unet->params, &layout) != 0;
             snprintf(path, sizeof path, "%s/lora_kohya.safetensors", a->output_dir);
             SDC_TRY(sdc_lora_write_kohya(path, &r->unet_lora, te, te2, r->sd.family, sgm ? &layout : NULL, SDC_F16, err));
             SDC_INFO("wrote %s", path);
@@ -501,6 +504,15 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
     }
     rmdir(tmp);
     if (st == SDC_OK) SDC_INFO("wrote the fine-tuned model to %s", a->output_dir);
+    if (st == SDC_OK && a->save_single_file) {
+        if (r->sd.family != SDC_FAMILY_SD1)
+            return sdc_fail(err, SDC_EUNSUPPORTED, "--save_single_file supports SD 1.x models so far (the folder was written)");
+        char sf[4300];
+        snprintf(sf, sizeof sf, "%s/model.safetensors", a->output_dir);
+        st = sdc_single_file_write_sd1(sf, &r->sd.unet->params, &r->sd.vae->params, r->sd.vae->cfg.levels,
+                                       &r->sd.te[0]->params, SDC_F16, err);
+        if (st == SDC_OK) SDC_INFO("wrote %s", sf);
+    }
     return st;
 }
 

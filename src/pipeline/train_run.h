@@ -58,6 +58,7 @@ typedef struct sdc_train_args {
     int64_t validation_steps;  /* also every N optimizer steps (0: at the end only) */
     int64_t validation_epochs; /* also after every N epochs (0: at the end only) */
     const char *lora_format;   /* LoRA outputs: "diffusers" (default), "kohya" or "both" */
+    int save_single_file;      /* full fine-tune: also <output_dir>/model.safetensors in the original layout */
     const char *logging_dir;
 } sdc_train_args;
 
