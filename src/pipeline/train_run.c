@@ -85,7 +85,12 @@ typedef struct run {
     const sdc_train_args *a;
     sdc_sd sd;
     sdc_dataset ds, cls; /* training images; DreamBooth class images (prior preservation) */
-    int64_t *cls_perm;
+    /* sample orders of the (at most two) epochs in use: the current
+     * micro-batch's and the prefetched one's; computed once per epoch */
+    struct {
+        int64_t epoch;
+        int64_t *inst, *cls;
+    } orders[2];
     uint8_t *bad[2]; /* images that failed to decode (training set, class set), skipped from then on */
     int64_t nbad;
     double *losses; /* per optimizer step, for logs/loss.png */
@@ -212,7 +217,7 @@ static uint64_t sample_key(const run *r, uint64_t micro_index, int64_t b) {
 typedef struct load_job {
     run *r;
     int64_t pos, epoch;
-    int64_t *perm, *cls_perm; /* that epoch's orders (owned) */
+    const int64_t *perm, *cls_perm; /* that epoch's orders (run.orders) */
     float *img;               /* [nb, 3, res, res] */
     int64_t item[512];
     sdc_sample_info info[512];
@@ -222,27 +227,38 @@ typedef struct load_job {
     int running;
 } load_job;
 
-static sdc_status job_init(run *r, load_job *j, int64_t pos, int64_t epoch) {
+/* The orders of `epoch`, computing them into a slot not holding `keep`
+ * (the epoch of the micro-batch in use; −1: none). */
+static void epoch_orders(run *r, int64_t epoch, int64_t keep, const int64_t **inst, const int64_t **cls) {
+    int s = r->orders[0].epoch == epoch ? 0 : r->orders[1].epoch == epoch ? 1 : -1;
+    if (s < 0) {
+        s = r->orders[0].epoch == keep ? 1 : 0;
+        r->orders[s].epoch = epoch;
+        sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)epoch, r->orders[s].inst);
+        if (r->cls.n) sdc_dataset_epoch_order(&r->cls, ~r->seed, (uint64_t)epoch, r->orders[s].cls);
+    }
+    *inst = r->orders[s].inst;
+    *cls = r->orders[s].cls;
+}
+
+static sdc_status job_init(run *r, load_job *j, int64_t pos, int64_t epoch, int64_t keep) {
     const int64_t nb = r->a->with_prior_preservation ? 2 * r->B : r->B;
     memset(j, 0, sizeof *j);
     j->r = r, j->pos = pos, j->epoch = epoch;
-    j->perm = malloc((size_t)r->ds.n * sizeof *j->perm);
-    j->cls_perm = malloc((size_t)(r->cls.n + 1) * sizeof *j->cls_perm);
     j->img = malloc((size_t)(nb * 3 * r->res * r->res) * sizeof *j->img);
-    if (!j->perm || !j->cls_perm || !j->img) return sdc_fail(&j->err, SDC_ENOMEM, "out of memory for a batch");
-    sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)epoch, j->perm);
-    if (r->cls.n) sdc_dataset_epoch_order(&r->cls, ~r->seed, (uint64_t)epoch, j->cls_perm);
+    if (!j->img) return sdc_fail(&j->err, SDC_ENOMEM, "out of memory for a batch");
+    epoch_orders(r, epoch, keep, &j->perm, &j->cls_perm);
     return SDC_OK;
 }
 
 static void job_free(load_job *j) {
     if (j->running) pthread_join(j->thread, NULL);
-    free(j->perm), free(j->cls_perm), free(j->img);
+    free(j->img);
     memset(j, 0, sizeof *j);
 }
 
-/* The order position of local sample b, and its first candidate: the next
- * item there not known to be broken (-1: none left). */
+/* The position in the epoch's order of local sample b (this rank's slice
+ * of the global batch; class images after the training images). */
 static int64_t job_at(const load_job *j, int64_t b) {
     const run *r = j->r;
     const int64_t shard = (int64_t)r->dist.rank * r->B;
@@ -367,7 +383,9 @@ static sdc_status micro_batch(run *r, load_job *job, uint64_t micro_index, doubl
         double id6[6] = {info.orig_h, info.orig_w, info.crop_top, info.crop_left, (double)res, (double)res};
         memcpy(tids + 6 * b, id6, sizeof id6);
         const char *cap = ds->items[item].caption;
-        for (int e = 0; st == SDC_OK && e < r->sd.nte; e++)
+        /* token ids for text encoders that train in the step, else the
+         * frozen encoders' states (sdc_encode_prompt tokenizes itself) */
+        for (int e = 0; st == SDC_OK && r->train_te && e < r->sd.nte; e++)
             st = sdc_clip_tokenize(r->sd.tok[e], cap, ids[e] + b * r->T, NULL, err);
         if (st == SDC_OK && !r->train_te) {
             size_t mark = sdc_arena_mark(&r->arena);
@@ -670,8 +688,6 @@ static sdc_status class_images(run *r, sdc_error *err) {
     sdc_dist_barrier(&r->dist);
     sdc_dataset_init(&r->cls);
     SDC_TRY(sdc_dataset_scan_images(&r->cls, a->class_data_dir, a->class_prompt, 0, err));
-    r->cls_perm = malloc((size_t)r->cls.n * sizeof *r->cls_perm);
-    if (!r->cls_perm) return sdc_fail(err, SDC_ENOMEM, "out of memory");
     return SDC_OK;
 }
 
@@ -748,15 +764,15 @@ static sdc_status train(run *r, sdc_error *err) {
                 r->lora ? "LoRA" : "full UNet", r->train_te ? "with text encoder" : "text encoder frozen",
                 (long long)r->ds.n, (long long)r->B, r->dist.size, a->gradient_accumulation_steps,
                 (long long)eff.max_train_steps);
-    int64_t *perm = malloc((size_t)r->ds.n * sizeof *perm);
     r->bad[0] = calloc((size_t)r->ds.n + 1, 1);
     r->bad[1] = calloc((size_t)r->cls.n + 1, 1);
-    if (!perm || !r->bad[0] || !r->bad[1]) {
-        free(perm);
-        return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    for (int i = 0; i < 2; i++) {
+        r->orders[i].epoch = -1;
+        r->orders[i].inst = malloc((size_t)r->ds.n * sizeof(int64_t));
+        r->orders[i].cls = malloc((size_t)(r->cls.n + 1) * sizeof(int64_t));
+        if (!r->orders[i].inst || !r->orders[i].cls) return sdc_fail(err, SDC_ENOMEM, "out of memory");
     }
-    sdc_dataset_epoch_order(&r->ds, r->seed, (uint64_t)prog.epoch, perm);
-    if (a->with_prior_preservation) sdc_dataset_epoch_order(&r->cls, ~r->seed, (uint64_t)prog.epoch, r->cls_perm);
+    if (!r->bad[0] || !r->bad[1]) return sdc_fail(err, SDC_ENOMEM, "out of memory");
     sdc_progress bar = {0};
     if (lead) {
         sdc_progress_begin(&bar, "train", eff.max_train_steps);
@@ -787,7 +803,7 @@ static sdc_status train(run *r, sdc_error *err) {
             } else {
                 job_free(&ahead);
                 job_free(&cur);
-                st = job_init(r, &cur, prog.data_pos, prog.epoch);
+                st = job_init(r, &cur, prog.data_pos, prog.epoch, -1);
                 if (st == SDC_OK) run_job(&cur);
                 else *err = cur.err;
             }
@@ -796,7 +812,7 @@ static sdc_status train(run *r, sdc_error *err) {
             const int64_t G = r->B * r->dist.size;
             int64_t npos = prog.data_pos + G, nep = prog.epoch;
             if (npos >= r->ds.n) npos = 0, nep++;
-            if (job_init(r, &ahead, npos, nep) == SDC_OK && pthread_create(&ahead.thread, NULL, job_thread, &ahead) == 0)
+            if (job_init(r, &ahead, npos, nep, cur.epoch) == SDC_OK && pthread_create(&ahead.thread, NULL, job_thread, &ahead) == 0)
                 ahead.running = 1;
             else
                 job_free(&ahead);
@@ -845,7 +861,6 @@ static sdc_status train(run *r, sdc_error *err) {
     if (r->nbad) SDC_WARN("%lld images could not be decoded and were skipped", (long long)r->nbad);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    free(perm);
     if (st == SDC_OK && stop) {
         /* interrupted: keep everything so far, resumable */
         char path[4096];
@@ -876,7 +891,7 @@ sdc_status sdc_train_run(const sdc_train_args *a, sdc_error *err) {
     if (r->sd.unet) sdc_sd_free(&r->sd);
     sdc_dataset_free(&r->ds);
     sdc_dataset_free(&r->cls);
-    free(r->cls_perm);
+    for (int i = 0; i < 2; i++) free(r->orders[i].inst), free(r->orders[i].cls);
     free(r->bad[0]);
     free(r->bad[1]);
     free(r->losses);
