@@ -55,6 +55,9 @@ int sdc_str_ends_with(const char *s, const char *suffix);
 char *sdc_strdup(const char *s);
 /* mkdir -p */
 sdc_status sdc_mkdirs(const char *path, sdc_error *err);
+/* rm -rf for folders sdc made (temporaries, old checkpoints): links are
+ * removed, never followed. 0, or -1 with errno (a missing path is -1). */
+int sdc_remove_tree(const char *path);
 
 #ifdef __cplusplus
 }

@@ -347,23 +347,6 @@ static sdc_status copy_tree(const char *src, const char *dst, const char *skip, 
     return s;
 }
 
-/* Removes the tree at path (our own temporary folder). */
-static void remove_tree(const char *path, int depth) {
-    DIR *d = depth < 10 ? opendir(path) : NULL;
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            char *a = sdc_path_join(path, e->d_name);
-            if (a && sdc_path_is_dir(a)) remove_tree(a, depth + 1);
-            else if (a) unlink(a);
-            free(a);
-        }
-        closedir(d);
-    }
-    rmdir(path);
-}
-
 sdc_status sdc_pipeline_write_diffusers(const char *out_dir, const char *src_dir, const sdc_params *unet,
                                         const char *unet_config, sdc_dtype dtype, sdc_error *err) {
     SDC_TRY(check_dtype(out_dir, dtype, err));
@@ -376,14 +359,14 @@ sdc_status sdc_pipeline_write_diffusers(const char *out_dir, const char *src_dir
     char *tmp = malloc(n);
     if (!tmp) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", out_dir);
     snprintf(tmp, n, "%s.tmp-%ld", out_dir, (long)getpid());
-    remove_tree(tmp, 0); /* a leftover of this pid's earlier failed write */
+    sdc_remove_tree(tmp); /* a leftover of this pid's earlier failed write */
     sdc_status s = copy_tree(src_dir, tmp, "unet", 0, err);
     char *udir = s == SDC_OK ? sdc_path_join(tmp, "unet") : NULL;
     if (s == SDC_OK && !udir) s = sdc_fail(err, SDC_ENOMEM, "%s: out of memory", out_dir);
     if (s == SDC_OK) s = sdc_unet_write_diffusers(udir, unet, unet_config, dtype, err);
     if (s == SDC_OK && rename(tmp, out_dir) != 0)
         s = sdc_fail(err, SDC_EIO, "%s: cannot rename %s into place: %s", out_dir, tmp, strerror(errno));
-    if (s != SDC_OK) remove_tree(tmp, 0);
+    if (s != SDC_OK) sdc_remove_tree(tmp);
     free(udir);
     free(tmp);
     return s;

@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +13,6 @@
 #include "core/fs.h"
 #include "io/json.h"
 #include "io/safetensors.h"
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static int rm_tree(const char *path) { return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 static void fsync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
@@ -83,7 +75,7 @@ sdc_status sdc_train_checkpoint_save(const sdc_trainer *t, const sdc_train_progr
     snprintf(final, sizeof final, "%s/checkpoint-%lld", output_dir, (long long)t->step);
     snprintf(tmp, sizeof tmp, "%s.tmp-%d", final, (int)getpid());
     SDC_TRY(sdc_mkdirs(output_dir, err));
-    if (sdc_path_exists(tmp)) rm_tree(tmp);
+    if (sdc_path_exists(tmp)) sdc_remove_tree(tmp);
     if (mkdir(tmp, 0755) != 0) return sdc_fail(err, SDC_EIO, "%s: cannot create: %s", tmp, strerror(errno));
     sdc_status st = SDC_OK;
     cJSON *j = cJSON_CreateObject(), *stores = cJSON_AddArrayToObject(j, "stores");
@@ -142,10 +134,10 @@ sdc_status sdc_train_checkpoint_save(const sdc_trainer *t, const sdc_train_progr
             if (had) rename(old, final);
         } else {
             fsync_dir(output_dir);
-            if (had) rm_tree(old);
+            if (had) sdc_remove_tree(old);
         }
     }
-    if (st != SDC_OK) rm_tree(tmp); /* the previous checkpoints stay as they were */
+    if (st != SDC_OK) sdc_remove_tree(tmp); /* the previous checkpoints stay as they were */
     if (st == SDC_OK && path) snprintf(path, cap, "%s", final);
     return st;
 }
@@ -245,7 +237,7 @@ sdc_status sdc_train_checkpoint_prune(const char *output_dir, int keep, sdc_erro
     for (int i = 0; i < n - keep; i++) {
         char p[4400];
         snprintf(p, sizeof p, "%s/checkpoint-%lld", output_dir, (long long)steps[i]);
-        if (rm_tree(p) != 0) return sdc_fail(err, SDC_EIO, "%s: cannot remove: %s", p, strerror(errno));
+        if (sdc_remove_tree(p) != 0) return sdc_fail(err, SDC_EIO, "%s: cannot remove: %s", p, strerror(errno));
     }
     return SDC_OK;
 }

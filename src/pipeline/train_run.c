@@ -6,6 +6,7 @@
 #include "pipeline/train_run.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <time.h>
@@ -495,32 +496,32 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
         size_t len = 0;
         snprintf(vdir, sizeof vdir, "%s/vae", tmp);
         snprintf(cfgp, sizeof cfgp, "%s/config.json", a->pretrained_vae_model_name_or_path);
-        char cmd[9000];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", vdir);
-        if (system(cmd) != 0) SDC_WARN("%s: could not replace", vdir);
+        sdc_remove_tree(vdir);
         st = sdc_read_file(cfgp, &vcfg, &len, err);
         if (st == SDC_OK)
             st = sdc_params_write_diffusers(vdir, &r->sd.vae->params, "diffusion_pytorch_model.safetensors", vcfg,
                                             SDC_F32, err);
         free(vcfg);
     }
-    static const char *const entries[] = {"model_index.json", "unet", "vae", "text_encoder", "text_encoder_2",
-                                          "tokenizer", "tokenizer_2", "scheduler"};
-    for (size_t i = 0; st == SDC_OK && i < sizeof entries / sizeof *entries; i++) {
-        char from[4400], to[4400], old[4500];
-        snprintf(from, sizeof from, "%s/%s", tmp, entries[i]);
-        snprintf(to, sizeof to, "%s/%s", a->output_dir, entries[i]);
-        if (!sdc_path_exists(from)) continue;
+    /* every component the folder holds (including ones sdc does not use) */
+    DIR *d = st == SDC_OK ? opendir(tmp) : NULL;
+    if (st == SDC_OK && !d) st = sdc_fail(err, SDC_EIO, "%s: cannot read: %s", tmp, strerror(errno));
+    for (struct dirent *e; st == SDC_OK && (e = readdir(d)) != NULL;) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char from[4600], to[4400], old[4500];
+        snprintf(from, sizeof from, "%s/%s", tmp, e->d_name);
+        snprintf(to, sizeof to, "%s/%s", a->output_dir, e->d_name);
         snprintf(old, sizeof old, "%s.old-%d", to, (int)getpid());
         int had = sdc_path_exists(to) && rename(to, old) == 0;
-        if (rename(from, to) != 0) st = sdc_fail(err, SDC_EIO, "%s: cannot move into place: %s", to, strerror(errno));
-        if (had) {
-            char cmd[9000];
-            snprintf(cmd, sizeof cmd, "rm -rf '%s'", old);
-            if (system(cmd) != 0) SDC_WARN("%s: could not remove the previous copy", old);
+        if (rename(from, to) != 0) {
+            st = sdc_fail(err, SDC_EIO, "%s: cannot move into place: %s", to, strerror(errno));
+            if (had) rename(old, to); /* the previous copy stays */
+        } else if (had && sdc_remove_tree(old) != 0) {
+            SDC_WARN("%s: could not remove the previous copy", old);
         }
     }
-    rmdir(tmp);
+    if (d) closedir(d);
+    sdc_remove_tree(tmp); /* empty after the moves; everything on failure */
     if (st == SDC_OK) SDC_INFO("wrote the fine-tuned model to %s", a->output_dir);
     if (st == SDC_OK && a->save_single_file) {
         if (r->sd.family != SDC_FAMILY_SD1)
