@@ -76,17 +76,22 @@ void sdc_tape_record(sdc_tape *t, const sdc_tape_op *op) {
     }
 }
 
+/* The watched store holding p, or −1. */
+static int store_of(const sdc_tape *t, const void *p) {
+    for (int i = 0; i < t->nstores; i++)
+        if ((const float *)p >= t->stores[i].data && (const float *)p < t->stores[i].data + t->stores[i].n) return i;
+    return -1;
+}
+
 sdc_tensor sdc_tape_grad(const sdc_tape *t, const sdc_tensor *x) {
     sdc_tensor g = *x;
     g.data = NULL;
     const unsigned char *p = x->data;
     if (!p) return g;
-    for (int i = 0; i < t->nstores; i++) {
-        const float *d = t->stores[i].data;
-        if ((const float *)p >= d && (const float *)p < d + t->stores[i].n) {
-            g.data = t->stores[i].grad + ((const float *)p - d);
-            return g;
-        }
+    int s = store_of(t, p);
+    if (s >= 0) {
+        g.data = t->stores[s].grad + ((const float *)p - t->stores[s].data);
+        return g;
     }
     if (p >= t->arena_base && p < t->arena_base + t->arena_cap)
         g.data = (unsigned char *)t->shadow + (p - t->arena_base);
@@ -96,13 +101,6 @@ sdc_tensor sdc_tape_grad(const sdc_tape *t, const sdc_tensor *x) {
 void sdc_tape_zero_grads(sdc_tape *t, const sdc_arena *arena) {
     SDC_ASSERT(arena->base == t->arena_base);
     memset(t->shadow, 0, arena->used);
-}
-
-static int is_param(const sdc_tape *t, const sdc_tensor *x) {
-    for (int i = 0; i < t->nstores; i++)
-        if ((const float *)x->data >= t->stores[i].data && (const float *)x->data < t->stores[i].data + t->stores[i].n)
-            return 1;
-    return 0;
 }
 
 /* Where an op's input gradient goes: gradient memory to accumulate into, or
@@ -131,16 +129,16 @@ static void backward_checkpoint(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op, 
         t->sub = calloc(1, sizeof *t->sub);
         SDC_ASSERT(t->sub); /* a few bytes; the ops array grows as it records */
     }
+    /* the sub-tape records into its own (reused) arrays and shares the
+     * parent's gradient memory */
     sdc_tape *sub = t->sub;
-    sdc_tape_op *ops = sub->ops;
-    int32_t *ids = sub->ids;
-    size_t cap = sub->cap, ids_cap = sub->ids_cap;
-    *sub = *t; /* same shadow and watched stores */
-    sub->ops = ops, sub->cap = cap, sub->ids = ids, sub->ids_cap = ids_cap;
     sub->n = sub->nids = 0;
     sub->failed = 0;
-    sub->checkpointing = 0;
-    sub->sub = NULL;
+    sub->arena_base = t->arena_base;
+    sub->arena_cap = t->arena_cap;
+    sub->shadow = t->shadow;
+    memcpy(sub->stores, t->stores, sizeof t->stores);
+    sub->nstores = t->nstores;
     size_t mark = sdc_arena_mark(c->arena);
     c->tape = sub;
     sdc_tensor y = op->fn(c, op->module, &op->in[0], op->in[1].data ? &op->in[1] : NULL);
@@ -151,9 +149,6 @@ static void backward_checkpoint(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op, 
     sdc_tensor gy = sdc_tape_grad(sub, &y);
     memcpy(gy.data, g->data, sdc_tensor_nbytes(&y));
     backward_ops(c, sub);
-    ops = sub->ops, ids = sub->ids, cap = sub->cap, ids_cap = sub->ids_cap;
-    memset(sub, 0, sizeof *sub);
-    sub->ops = ops, sub->cap = cap, sub->ids = ids, sub->ids_cap = ids_cap;
     sdc_arena_release(c->arena, mark);
 }
 
@@ -175,7 +170,7 @@ static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
     case SDC_TAPE_LAYER_NORM: {
         /* x is an activation (assigned into a temporary, then accumulated);
          * the weights are parameters (accumulated in place by the op) */
-        SDC_ASSERT(!wx || !is_param(t, x));
+        SDC_ASSERT(!wx || store_of(t, x->data) < 0);
         sdc_tensor dx = wx ? temp_like(c, x) : (sdc_tensor){0};
         sdc_tensor *pdx = wx ? &dx : NULL, *pdy = wy ? &gy : NULL, *pdz = wz ? &gz : NULL;
         if (op->kind == SDC_TAPE_LINEAR)
