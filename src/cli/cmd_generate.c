@@ -282,17 +282,10 @@ int cmd_generate(int argc, char **argv) {
         if (st == SDC_OK) printf("%s\n", path);
     }
     if (st == SDC_OK && B > 1) {
-        int cols = sdc_grid_cols(B), rows = (B + cols - 1) / cols;
-        uint8_t *grid = malloc((size_t)rows * H * cols * W * 3);
         char path[4096];
         indexed_path(path, sizeof path, output, "grid");
-        if (!grid) st = sdc_fail(&err, SDC_ENOMEM, "out of memory");
-        if (grid) {
-            sdc_image_grid((const uint8_t *const *)rgb, B, W, H, cols, grid);
-            st = sdc_png_write(path, grid, cols * W, rows * H, 3, NULL, NULL, 0, &err);
-            if (st == SDC_OK) printf("%s\n", path);
-        }
-        free(grid);
+        st = sdc_png_write_grid(path, (const uint8_t *const *)rgb, B, W, H, &err);
+        if (st == SDC_OK) printf("%s\n", path);
     }
     for (int b = 0; b < B; b++) free(rgb[b]);
     free(rgb);

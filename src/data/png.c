@@ -303,3 +303,13 @@ sdc_status sdc_png_read(const char *path, uint8_t **pixels, int *w, int *h, char
     if (text_value) *text_value = st.text;
     return SDC_OK;
 }
+
+sdc_status sdc_png_write_grid(const char *path, const uint8_t *const *imgs, int n, int w, int h, sdc_error *err) {
+    int cols = sdc_grid_cols(n), rows = sdc_grid_rows(n, cols);
+    uint8_t *grid = malloc((size_t)rows * h * cols * w * 3);
+    if (!grid) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory for a %dx%d grid", path, cols * w, rows * h);
+    sdc_image_grid(imgs, n, w, h, cols, grid);
+    sdc_status st = sdc_png_write(path, grid, cols * w, rows * h, 3, NULL, NULL, 0, err);
+    free(grid);
+    return st;
+}

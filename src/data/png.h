@@ -38,4 +38,7 @@ sdc_status sdc_png_read(const char *path, uint8_t **pixels, int *w, int *h, char
 }
 #endif
 
+/* n RGB images of w×h tiled near-square (sdc_grid_cols) into one PNG. */
+sdc_status sdc_png_write_grid(const char *path, const uint8_t *const *imgs, int n, int w, int h, sdc_error *err);
+
 #endif

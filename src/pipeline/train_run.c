@@ -572,17 +572,9 @@ static sdc_status validate(run *r, sdc_error *err) {
         vst = st;
     }
     if (vst == SDC_OK && n > 1) {
-        /* and a grid of them */
-        int cols = sdc_grid_cols(n), rows = (n + cols - 1) / cols;
-        uint8_t *grid = malloc((size_t)rows * gh * cols * gw * 3);
         char path[4400];
         snprintf(path, sizeof path, "%s/step-%lld-grid.png", dir, (long long)r->t.step);
-        if (!grid) vst = sdc_fail(err, SDC_ENOMEM, "out of memory");
-        else {
-            sdc_image_grid((const uint8_t *const *)imgs, n, gw, gh, cols, grid);
-            vst = sdc_png_write(path, grid, cols * gw, rows * gh, 3, NULL, NULL, 0, err);
-        }
-        free(grid);
+        vst = sdc_png_write_grid(path, (const uint8_t *const *)imgs, n, gw, gh, err);
     }
     for (int i = 0; i < n; i++) free(imgs[i]);
     free(imgs);
