@@ -15,8 +15,9 @@
 int64_t sdc_cpu_score_max_floats = (int64_t)1 << 20;
 int sdc_cpu_attention_portable = 0;
 
-/* p[0..n) = exp(p − max) over the first `lim` entries, 0 after; returns 1/Σ */
-SDC_CPU_HOT static float softmax_row(float *p, int64_t lim, int64_t n) {
+/* p[0..n) = exp(p − max) over the first `lim` entries, 0 after; returns 1/Σ
+ * (the normalisation is left to the caller; the backward reuses this) */
+SDC_CPU_HOT float cpu_softmax_exp_row(float *p, int64_t lim, int64_t n) {
     float m = p[0];
 #pragma omp simd reduction(max : m)
     for (int64_t j = 0; j < lim; j++) m = p[j] > m ? p[j] : m;
@@ -57,7 +58,7 @@ void sdc_cpu_attention(sdc_tensor *out, const sdc_tensor *q, const sdc_tensor *k
 #pragma omp parallel for schedule(static) if (nr * nk > SDC_CPU_PAR_MIN)
                 for (int64_t r = 0; r < nr; r++) {
                     int64_t lim = causal && i0 + r + 1 < nk ? i0 + r + 1 : nk;
-                    inv[r] = softmax_row(S + r * nk, lim, nk);
+                    inv[r] = cpu_softmax_exp_row(S + r * nk, lim, nk);
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)nr, (blasint)D, (blasint)nk, 1.0f, S,
                             (blasint)nk, vh, (blasint)HD, 0.0f, oh + i0 * HD, (blasint)HD);

@@ -20,20 +20,9 @@
 
 /* p[0..n) = softmax of the first lim scores (the rest 0); normalized */
 SDC_CPU_HOT static void softmax_row(float *p, int64_t lim, int64_t n) {
-    float m = p[0];
-#pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < lim; j++) m = p[j] > m ? p[j] : m;
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < lim; j++) {
-        float e = cpu_expf(p[j] - m);
-        p[j] = e;
-        s += e;
-    }
-    float inv = 1.0f / s;
+    float inv = cpu_softmax_exp_row(p, lim, n);
 #pragma omp simd
     for (int64_t j = 0; j < lim; j++) p[j] *= inv;
-    for (int64_t j = lim; j < n; j++) p[j] = 0.0f;
 }
 
 /* p[j] ← p[j]·(dp[j] − δ), δ = Σ_j p[j]·dp[j] (in double) */

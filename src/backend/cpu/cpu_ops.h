@@ -253,4 +253,7 @@ void sdc_cpu_embedding_backward(sdc_tensor *dtable, const sdc_tensor *dy, const 
 double cpu_sum_f64(const float *x, int64_t n);
 double cpu_sqdev_f64(const float *x, int64_t n, double mu);
 
+/* exp(p − max) over a row's first lim scores, 0 after; returns 1/Σ (cpu_attention.c) */
+float cpu_softmax_exp_row(float *p, int64_t lim, int64_t n);
+
 #endif
