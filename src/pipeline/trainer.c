@@ -38,6 +38,7 @@ sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const
 
 void sdc_trainer_free(sdc_trainer *t) {
     free(t->alphas_cumprod);
+    free(t->noisy), free(t->target), free(t->pred), free(t->snr), free(t->w), free(t->ts);
     for (int i = 0; i < t->ntrain; i++) sdc_adamw_free(&t->opt[i]);
     if (t->o.use_ema) sdc_ema_free(&t->ema);
     sdc_tape_free(&t->tape);
@@ -65,6 +66,26 @@ static void encode(sdc_ctx *c, sdc_trainer *t, const sdc_train_batch *b, sdc_ten
     *pooled = o1.text_embeds;
 }
 
+static sdc_status grow_scratch(sdc_trainer *t, size_t n, size_t B, sdc_error *err) {
+    if (n > t->scratch_n) {
+        free(t->noisy), free(t->target), free(t->pred);
+        t->noisy = malloc(n * sizeof *t->noisy);
+        t->target = malloc(n * sizeof *t->target);
+        t->pred = malloc(n * sizeof *t->pred);
+        t->scratch_n = t->noisy && t->target && t->pred ? n : 0;
+        if (!t->scratch_n) return sdc_fail(err, SDC_ENOMEM, "out of memory for a batch");
+    }
+    if (B > t->scratch_b) {
+        free(t->snr), free(t->w), free(t->ts);
+        t->snr = malloc(B * sizeof *t->snr);
+        t->w = malloc(B * sizeof *t->w);
+        t->ts = malloc(B * sizeof *t->ts);
+        t->scratch_b = t->snr && t->w && t->ts ? B : 0;
+        if (!t->scratch_b) return sdc_fail(err, SDC_ENOMEM, "out of memory for a batch");
+    }
+    return SDC_OK;
+}
+
 sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, double *loss, sdc_error *err) {
     sdc_ctx *c = &t->ctx;
     const sdc_unet_config *cfg = &t->unet->cfg;
@@ -80,19 +101,15 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
         if (b->t[i] < 0 || b->t[i] >= t->n_ac)
             return sdc_fail(err, SDC_EINVAL, "timestep %lld outside [0, %d)", (long long)b->t[i], t->n_ac);
     SDC_TRY(sdc_unet_check_size(cfg, b->h, b->w, err));
-    float *noisy = malloc((size_t)n * sizeof *noisy), *target = malloc((size_t)n * sizeof *target);
-    float *pred = malloc((size_t)n * sizeof *pred), *snr = malloc((size_t)B * sizeof *snr);
-    float *w = malloc((size_t)B * sizeof *w);
-    double *ts = malloc((size_t)B * sizeof *ts);
-    sdc_status st = noisy && target && pred && snr && w && ts ? SDC_OK : sdc_fail(err, SDC_ENOMEM, "out of memory");
-    if (st == SDC_OK) {
-        /* with input perturbation the input is noised with ε' = ε + γ·ξ while
-         * the target stays ε (train_text_to_image.py) */
-        sdc_train_add_noise(noisy, b->x0, b->input_noise ? b->input_noise : b->noise, b->t, B, per,
-                            t->alphas_cumprod, t->n_ac);
-        st = sdc_train_target(target, t->o.prediction, b->x0, b->noise, b->t, B, per, t->alphas_cumprod, t->n_ac,
-                              err);
-    }
+    SDC_TRY(grow_scratch(t, (size_t)n, (size_t)B, err));
+    float *noisy = t->noisy, *target = t->target, *pred = t->pred, *snr = t->snr, *w = t->w;
+    double *ts = t->ts;
+    /* with input perturbation the input is noised with ε' = ε + γ·ξ while
+     * the target stays ε (train_text_to_image.py) */
+    sdc_train_add_noise(noisy, b->x0, b->input_noise ? b->input_noise : b->noise, b->t, B, per, t->alphas_cumprod,
+                        t->n_ac);
+    sdc_status st =
+        sdc_train_target(target, t->o.prediction, b->x0, b->noise, b->t, B, per, t->alphas_cumprod, t->n_ac, err);
     if (st == SDC_OK) {
         for (int i = 0; i < B; i++) ts[i] = (double)b->t[i];
         const float *weights = NULL;
@@ -140,7 +157,6 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
         c->tape = tape;
         t->micro++;
     }
-    free(noisy), free(target), free(pred), free(snr), free(w), free(ts);
     return st;
 }
 

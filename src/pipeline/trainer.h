@@ -63,6 +63,11 @@ typedef struct sdc_trainer {
     sdc_ema ema; /* of train[0] */
     sdc_tape tape;
     sdc_ctx ctx;
+    /* per-batch host buffers, grown to the largest batch seen (no
+     * allocation in the step loop once the first batch has run) */
+    float *noisy, *target, *pred, *snr, *w;
+    double *ts;
+    size_t scratch_n, scratch_b;
     int micro;    /* micro-batches accumulated since the last optimizer step */
     int64_t step; /* optimizer steps taken */
 } sdc_trainer;
