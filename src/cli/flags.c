@@ -39,6 +39,16 @@ static int edit_distance(const char *a, const char *b) {
     return d[n][m];
 }
 
+const cli_flag *cli_closest(const cli_flag *flags, int nflags, const char *name, const char *except) {
+    int best = 4, bi = -1;
+    for (int k = 0; k < nflags; k++) {
+        if (except && !strcmp(flags[k].name, except)) continue;
+        int d = edit_distance(name, flags[k].name);
+        if (d < best) best = d, bi = k;
+    }
+    return bi >= 0 ? &flags[bi] : NULL;
+}
+
 static int set_value(const char *cmd, cli_flag *f, const char *v) {
     char *end = NULL;
     errno = 0;
@@ -98,13 +108,8 @@ int cli_parse(const char *cmd, const char *synopsis, cli_flag *flags, int nflags
         if (!f) {
             char given[128];
             snprintf(given, sizeof given, "%.*s", (int)(len < 100 ? len : 100), name);
-            int best = 99, bi = -1;
-            for (int k = 0; k < nflags; k++) {
-                int d = edit_distance(given, flags[k].name);
-                if (d < best) best = d, bi = k;
-            }
-            if (bi >= 0 && best <= 3)
-                return cli_usage_error("unknown option --%s for %s; did you mean --%s?", given, cmd, flags[bi].name);
+            const cli_flag *near = cli_closest(flags, nflags, given, NULL);
+            if (near) return cli_usage_error("unknown option --%s for %s; did you mean --%s?", given, cmd, near->name);
             return cli_usage_error("unknown option --%s for %s (sdc %s --help lists them)", given, cmd, cmd);
         }
         if (f->kind == CLI_BOOL && !eq) {

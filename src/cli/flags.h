@@ -37,5 +37,8 @@ int cli_parse(const char *cmd, const char *synopsis, cli_flag *flags, int nflags
 void cli_help(FILE *f, const char *cmd, const char *synopsis, const cli_flag *flags, int nflags);
 /* The flag by name (either spelling), for checking `set`. */
 const cli_flag *cli_find(const cli_flag *flags, int nflags, const char *name);
+/* The flag closest to a misspelt name (edit distance ≤ 3, '-' = '_'),
+ * skipping the one named `except` (may be NULL), or NULL. */
+const cli_flag *cli_closest(const cli_flag *flags, int nflags, const char *name, const char *except);
 
 #endif

@@ -142,24 +142,6 @@ static int set_(const cli_flag *t, int n, const char *name) {
     return f->set;
 }
 
-/* Levenshtein distance with '-' == '_', for "did you mean". */
-static int distance(const char *a, const char *b) {
-    size_t n = strlen(a), m = strlen(b);
-    if (n > 63 || m > 63) return 99;
-    int d[64][64];
-    for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
-    for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
-    for (size_t i = 1; i <= n; i++)
-        for (size_t j = 1; j <= m; j++) {
-            int same = (a[i - 1] == '-' ? '_' : a[i - 1]) == (b[j - 1] == '-' ? '_' : b[j - 1]);
-            int c = d[i - 1][j - 1] + !same;
-            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-            d[i][j] = c;
-        }
-    return d[n][m];
-}
-
 /* Each key of the config object into its row, typed as the flag is. */
 static int apply_config(const char *path, cli_flag *t, int n) {
     sdc_error err = {0};
@@ -173,13 +155,8 @@ static int apply_config(const char *path, cli_flag *t, int n) {
         const char *k = v->string;
         cli_flag *f = (cli_flag *)cli_find(t, n, k);
         if (!f || !strcmp(f->name, "config")) {
-            int best = 99, bi = -1;
-            for (int i = 0; i < n; i++) {
-                int d = distance(k, t[i].name);
-                if (d < best && strcmp(t[i].name, "config")) best = d, bi = i;
-            }
-            if (bi >= 0 && best <= 3)
-                return cli_usage_error("%s: unknown key \"%s\"; did you mean \"%s\"?", path, k, t[bi].name);
+            const cli_flag *near = cli_closest(t, n, k, "config");
+            if (near) return cli_usage_error("%s: unknown key \"%s\"; did you mean \"%s\"?", path, k, near->name);
             return cli_usage_error("%s: unknown key \"%s\" (sdc train --help lists the flags)", path, k);
         }
         if (cJSON_IsNull(v)) continue;
