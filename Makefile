@@ -106,6 +106,14 @@ else
   endif
 endif
 
+# STATIC_BLAS=1 links OpenBLAS statically (a binary to carry to a machine
+# without it, such as the GPU machine: tools/pack-devbin.sh).
+ifeq ($(STATIC_BLAS),1)
+  OPENBLAS_A := $(firstword $(wildcard /usr/lib/$(shell gcc -dumpmachine)/openblas-pthread/libopenblas.a /usr/lib/$(shell gcc -dumpmachine)/libopenblas.a))
+  LDLIBS := $(subst -lopenblas,$(OPENBLAS_A) -lgfortran,$(LDLIBS))
+  LDFLAGS += -Wl,--gc-sections
+endif
+
 CFLAGS = $(CFLAGS_BASE)
 
 # ---- sources -----------------------------------------------------------------
@@ -122,7 +130,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 # the commands' own code (flag parsing, checks) is tested in-process too
 CLI_LIB_OBJ := $(filter-out $(BUILD)/src/cli/main.o,$(CLI_OBJ))
 
-.PHONY: all cuda test bench check-deps clean
+.PHONY: all cuda test bench check-deps clean print-link
 all: sdc
 cuda: sdc
 
@@ -161,7 +169,14 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ) | check-deps
 test: sdc $(BUILD)/sdc_tests
 	@OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} $(BUILD)/sdc_tests
 
+# The link line, for tools that link the same objects elsewhere.
+print-link:
+	@echo $(LDFLAGS) $(LDLIBS)
+
 clean:
 	rm -rf $(BUILD) sdc
+
+# Larger features keep their targets in mk/ (demo, fuzzing, sanitizers).
+-include $(sort $(wildcard mk/*.mk))
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

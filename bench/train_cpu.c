@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
     o.adam.lr = 1e-5;
     sdc_lr_schedule_init(&o.lr, SDC_LR_CONSTANT, 1e-5, 0, iters + 1, 1, 1.0, &err);
     sdc_trainer t;
-    if (sdc_trainer_init(&t, u, NULL, 0, &train, 1, &sched, &o, &arena, &err)) {
+    if (sdc_trainer_init(&t, u, NULL, 0, &train, 1, &sched, &o, &SDC_CTX_CPU(&arena), &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         return 1;
     }

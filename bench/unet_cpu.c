@@ -61,7 +61,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: %s\n", err.msg);
         return 1;
     }
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL};
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL, SDC_F32};
     float *x = calloc((size_t)(B * 4 * h * w), sizeof *x), *ctx = calloc((size_t)(B * S * D), sizeof *ctx);
     float *te = calloc((size_t)(B * 1280), sizeof *te);
     double ts[64], tids[64 * 6];

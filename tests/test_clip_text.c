@@ -60,7 +60,7 @@ static int fx_open(fixture *f, const char *model, int golden) {
         return 0;
     }
     f->have_arena = 1;
-    f->c = (sdc_ctx){sdc_cpu_backend(), {SDC_CPU, 0}, &f->arena, NULL};
+    f->c = (sdc_ctx){sdc_cpu_backend(), {SDC_CPU, 0}, &f->arena, NULL, SDC_F32};
     return 1;
 }
 

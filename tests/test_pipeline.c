@@ -21,7 +21,7 @@ static void check_pack(const char *model, const char *golden, const char *lora, 
     sdc_error err = {0};
     sdc_arena arena;
     REQUIRE_OK(sdc_arena_init(&arena, 512u << 20, &err), &err);
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL};
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL, SDC_F32};
     char mpath[512], gpath[512], lpath[512];
     snprintf(mpath, sizeof mpath, "%s", test_data(model));
     snprintf(gpath, sizeof gpath, "%s", test_data(golden));

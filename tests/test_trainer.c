@@ -173,7 +173,7 @@ static void run_stores(fixture *f, const char *name, sdc_clip_text *const *te, i
                        int ntrain, const sdc_trainer_opts *o, int micro, double loss_tol) {
     sdc_error err = {0};
     sdc_trainer t;
-    REQUIRE_OK(sdc_trainer_init(&t, f->u, te, nte, train, ntrain, &f->sched, o, &f->arena, &err), &err);
+    REQUIRE_OK(sdc_trainer_init(&t, f->u, te, nte, train, ntrain, &f->sched, o, &SDC_CTX_CPU(&f->arena), &err), &err);
     char key[256];
     int64_t s3[8];
     inputs in;
@@ -431,7 +431,7 @@ TEST(trainer_gradient_checkpointing_same_gradients) {
         o.gradient_checkpointing = k;
         sdc_trainer t;
         sdc_params *st = &f.u->params;
-        REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+        REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &SDC_CTX_CPU(&f.arena), &err), &err);
         f.arena.peak = f.arena.used;
         REQUIRE_OK(sdc_trainer_micro_step(&t, &batch, &loss[k], &err), &err);
         peak[k] = f.arena.peak;
@@ -466,7 +466,7 @@ TEST(trainer_deterministic_and_lora_starts_at_base) {
         opts_for(&o, 1e-4, 1e-2, 1.0, SDC_LR_CONSTANT, 0, 2);
         sdc_trainer t;
         sdc_params *st = &f.u->params;
-        REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+        REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &SDC_CTX_CPU(&f.arena), &err), &err);
         inputs in;
         REQUIRE(inputs_load(&f, "full_eps", &in));
         sdc_train_batch b = inputs_batch(&in, 0);
@@ -488,7 +488,7 @@ TEST(trainer_deterministic_and_lora_starts_at_base) {
     /* fresh PEFT-initialised adapters (B = 0): the UNet computes the same */
     memcpy(f.u->params.data, init.data, init.total * sizeof(float));
     static const char *const targets[] = {"to_q", "to_k", "to_v", "to_out.0"};
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &f.arena, NULL};
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &f.arena, NULL, SDC_F32};
     float x[2 * 4 * 16 * 16], ctx[2 * 77 * 32], out[2][2 * 4 * 16 * 16];
     for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
     for (size_t i = 0; i < sizeof ctx / sizeof *ctx; i++) ctx[i] = (float)((i * 53) % 97) / 48.0f - 1.0f;
@@ -550,7 +550,7 @@ TEST(trainer_kohya_lora_gradient_matches_finite_difference) {
     opts_for(&o, 1e-4, 0, 0, SDC_LR_CONSTANT, 0, 1);
     sdc_trainer t;
     sdc_params *st = &ls.params;
-    REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+    REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &SDC_CTX_CPU(&f.arena), &err), &err);
     inputs in;
     REQUIRE(inputs_load(&f, "full_eps", &in));
     sdc_train_batch b = inputs_batch(&in, 0);
@@ -697,7 +697,7 @@ TEST(trainer_sdxl_text_encoders_gradient_matches_finite_difference) {
     opts_for(&o, 1e-4, 0, 0, SDC_LR_CONSTANT, 0, 1);
     sdc_trainer t;
     sdc_params *stores[2] = {&te[0]->params, &te[1]->params};
-    REQUIRE_OK(sdc_trainer_init(&t, f.u, te, 2, stores, 2, &f.sched, &o, &f.arena, &err), &err);
+    REQUIRE_OK(sdc_trainer_init(&t, f.u, te, 2, stores, 2, &f.sched, &o, &SDC_CTX_CPU(&f.arena), &err), &err);
     inputs in;
     REQUIRE(inputs_load(&f, "sdxl_full", &in));
     sdc_train_batch b = inputs_batch(&in, 0);
@@ -766,7 +766,7 @@ TEST(trainer_checkpoint_resume_is_bit_exact) {
         memcpy(f.u->params.data, init.data, init.total * sizeof(float));
         sdc_trainer t;
         sdc_params *st = &f.u->params;
-        REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+        REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &SDC_CTX_CPU(&f.arena), &err), &err);
         for (int k = 0; k < 4; k++) {
             if (run == 1 && k == 2) {
                 sdc_train_progress p = {.epoch = 1, .data_pos = 2, .rng_seed = 0xFFFFFFFFFFFFFFF1ull, .rng_offset = 77};
@@ -775,7 +775,7 @@ TEST(trainer_checkpoint_resume_is_bit_exact) {
                 /* a different starting point, then everything from the checkpoint */
                 sdc_trainer_free(&t);
                 memcpy(f.u->params.data, init.data, init.total * sizeof(float));
-                REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+                REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &SDC_CTX_CPU(&f.arena), &err), &err);
                 char latest[4096];
                 REQUIRE_OK(sdc_train_checkpoint_latest(dir, latest, sizeof latest, &err), &err);
                 CHECK_STR(latest, path);
@@ -821,7 +821,7 @@ TEST(trainer_checkpoint_resume_is_bit_exact) {
     REQUIRE_OK(sdc_lora_attach(&ls, &f.u->params, &lc, "unet_lora", &err), &err);
     sdc_trainer t;
     sdc_params *st = &ls.params;
-    REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &f.arena, &err), &err);
+    REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &SDC_CTX_CPU(&f.arena), &err), &err);
     sdc_train_progress q;
     snprintf(junk, sizeof junk, "%s/checkpoint-4", dir);
     CHECK(sdc_train_checkpoint_load(&t, junk, &q, &err) == SDC_EFORMAT);

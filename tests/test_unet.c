@@ -35,7 +35,7 @@ static void unet_golden(const char *model_dir, const char *golden_path, double *
 
     sdc_arena arena;
     REQUIRE_OK(sdc_arena_init(&arena, 256u << 20, &err), &err);
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL};
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL, SDC_F32};
     int64_t sh[8], sh2[8], sh3[8];
     int nd, nd2, nd3;
     float *sample, *ehs, *ref, *te = NULL;

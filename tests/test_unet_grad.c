@@ -41,8 +41,8 @@ static void unet_grad(const char *pack) {
     REQUIRE_OK(sdc_arena_init(&arena, 512u << 20, &err), &err);
     sdc_tape tape;
     REQUIRE_OK(sdc_tape_init(&tape, &arena, &err), &err);
-    sdc_tape_watch(&tape, u->params.data, u->params.grad, u->params.total);
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, &tape};
+    sdc_tape_watch(&tape, u->params.data, SDC_F32, u->params.grad, u->params.total);
+    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, &tape, SDC_F32};
 
     int64_t sh[8], s2[8];
     int nd, n2;

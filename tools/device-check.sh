@@ -1,19 +1,27 @@
 #!/bin/sh
-# Runs sdc's checks on a GPU machine from binaries built elsewhere and
-# carried in .devbin/ (see tools/pack-devbin.sh). cuDNN and NCCL come from
-# the PyTorch wheels there when they are not installed system-wide.
+# Runs sdc's GPU checks on the GPU machine, from the bundle that
+# tools/pack-devbin.sh built and packed here (.devbin/sdc-dev.tar.xz, carried
+# by the device tool). cuDNN and NCCL come from the PyTorch wheels there.
+#   sh tools/device-check.sh [test-filter]       (logs under $OUT)
 set -u
 NV=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
-export LD_LIBRARY_PATH="$PWD/.devbin/lib:$NV/cudnn/lib:$NV/nccl/lib:$NV/cublas/lib:${LD_LIBRARY_PATH:-}"
-cp .devbin/sdc ./sdc
+D=/tmp/sdc-dev
+rm -rf $D && mkdir -p $D && tar -C $D -xJf .devbin/sdc-dev.tar.xz || exit 1
+export LD_LIBRARY_PATH="$D/lib:$NV/cudnn/lib:$NV/nccl/lib:${LD_LIBRARY_PATH:-}"
+export NCCL_NVLS_ENABLE=0
+cp $D/sdc ./sdc
 OUT=${OUT:-/tmp}
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 ./sdc version 2>&1 | tee "$OUT/version.txt"
-OMP_WAIT_POLICY=passive .devbin/sdc_tests 2>&1 | tee "$OUT/tests.txt" | tail -25
-# CPU benchmarks on the machine's cores (sdc's CPU backend; not the GPU)
-if [ "${SDC_DEVICE_BENCH:-0}" = 1 ]; then
-  nproc | tee "$OUT/bench.txt"
-  .devbin/unet_cpu --preset sd15 --size 512 --batch 1 --iters 3 2>&1 | tee -a "$OUT/bench.txt"
-  .devbin/train_cpu --preset sd15 --size 256 --batch 1 --iters 2 --lora 2>&1 | tee -a "$OUT/bench.txt"
-  .devbin/train_cpu --preset sd15 --size 256 --batch 1 --iters 2 2>&1 | tee -a "$OUT/bench.txt"
-fi
+# the CUDA op tests (CPU backend vs CUDA backend), each launch checked
+SDC_CUDA_SYNC=1 OMP_WAIT_POLICY=passive $D/sdc_tests ${1:-cuda} >"$OUT/cuda-tests.txt" 2>&1
+grep -v "^ok" "$OUT/cuda-tests.txt" | tail -40
+# every golden of the test models through sdc check on the GPU
+for m in tiny-sd tiny-sdxl tiny-sd2v; do
+  for g in tests/data/$m/golden*.safetensors; do
+    for p in fp32 bf16; do
+      echo "== $m $(basename $g) $p"
+      ./sdc check --device cuda --precision $p --model tests/data/$m --golden $g 2>&1 | tail -3
+    done
+  done
+done 2>&1 | tee "$OUT/check.txt"

@@ -1,10 +1,21 @@
 #!/bin/sh
-# Packs the built binaries and the non-CUDA shared libraries they need into
-# .devbin/ (git-ignored), to be carried to a GPU machine that lacks them.
+# Builds sdc and its test runner for the GPU machine (which lacks OpenBLAS,
+# libpng and friends) and packs them into .devbin/sdc-dev.tar.xz (git-ignored):
+# OpenBLAS linked statically, the other small libraries copied beside, the
+# whole compressed (the device tool carries at most 64 MiB with the tree).
+# On the device: tools/device-check.sh unpacks it.
 set -eu
-make -j2 cuda build/sdc_tests bench >/dev/null
-rm -rf .devbin && mkdir -p .devbin/lib
-cp sdc build/sdc_tests build/bench/unet_cpu build/bench/train_cpu .devbin/
-for lib in libcjson.so.1 libutf8proc.so.2 libopenblas.so.0 libpng16.so.16 libgfortran.so.5; do
-  cp -L "$(ldconfig -p | awk -v l=$lib '$1 == l { print $NF; exit }')" .devbin/lib/
+B=build-dev
+make -j2 BUILD=$B STATIC_BLAS=1 NO_MPI=1 cuda $B/sdc_tests >/dev/null
+# ./sdc from the same objects (the Makefile's `sdc` rule writes ./sdc, the host build)
+LIBS=$(make -s BUILD=$B STATIC_BLAS=1 NO_MPI=1 print-link 2>/dev/null | tail -1)
+rm -rf .devbin/stage && mkdir -p .devbin/stage/lib
+cc -o .devbin/stage/sdc $(find $B/src -name '*.o' | sort) $LIBS
+cp $B/sdc_tests .devbin/stage/
+for lib in libcjson.so.1 libutf8proc.so.2 libpng16.so.16 libjpeg.so.62 libwebp.so.7 libsharpyuv.so.0 libgfortran.so.5 libquadmath.so.0 libgomp.so.1; do
+  p=$(ldconfig -p | awk -v l=$lib '$1 == l { print $NF; exit }')
+  [ -n "$p" ] && cp -L "$p" .devbin/stage/lib/
 done
+tar -C .devbin/stage -cJf .devbin/sdc-dev.tar.xz .
+rm -rf .devbin/stage
+ls -la .devbin/sdc-dev.tar.xz

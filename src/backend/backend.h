@@ -29,6 +29,18 @@ typedef enum sdc_act {
     SDC_ACT_QUICK_GELU, /* x·σ(1.702·x), CLIP-L */
 } sdc_act;
 
+/* One AdamW step's per-element coefficients, rounded to float as torch
+ * does (train/adamw.h has the math; sdc_adamw_args_at fills this). */
+typedef struct sdc_adamw_args {
+    float decay;       /* 1 − lr·wd (1 when wd is 0) */
+    float lerp_w;      /* torch's lerp weight: 1−β1, or (1−β1) − 1 when lerp_from_end */
+    int lerp_from_end; /* m ← g + lerp_w·(g−m) instead of m + lerp_w·(g−m) (torch for weights ≥ 0.5) */
+    float b2, w2;      /* β2 and 1−β2 */
+    float neg_step;    /* −lr/(1−β1^t) */
+    float bc2_sqrt;    /* √(1−β2^t) */
+    float eps;
+} sdc_adamw_args;
+
 typedef struct sdc_backend {
     const char *name;
     /* out[M,N] = x[M,K]·w[N,K]ᵀ + bias[N] (bias may be NULL). */
@@ -114,10 +126,38 @@ typedef struct sdc_backend {
     void (*upsample2x_backward)(sdc_tensor *dx, const sdc_tensor *dy, int64_t B, int64_t C, int64_t H, int64_t W);
     /* dtable[ids[i],:] += dy[i,:] (serially in i, deterministic) */
     void (*embedding_backward)(sdc_tensor *dtable, const sdc_tensor *dy, const int32_t *ids, int64_t n, int64_t D);
+
+    /* ---- memory on the backend's device, in bytes: the arenas, parameter
+     * stores and optimiser state are each one such buffer (principle 4). ---- */
+    void *(*mem_alloc)(size_t nbytes); /* zeroed, 256-byte aligned; NULL when out of memory */
+    void (*mem_free)(void *p, size_t nbytes);
+    void (*mem_zero)(void *p, size_t nbytes);
+    void (*mem_copy)(void *dst, const void *src, size_t nbytes);     /* device → device */
+    void (*mem_upload)(void *dst, const void *src, size_t nbytes);   /* host → device */
+    void (*mem_download)(void *dst, const void *src, size_t nbytes); /* device → host (waits for the device) */
+    /* Converts n elements between dtypes (F32/F16/BF16) on the device. */
+    void (*cast)(void *dst, sdc_dtype dst_dtype, const void *src, sdc_dtype src_dtype, size_t n);
+
+    /* ---- optimiser, over flat fp32 stores of n elements (train/) ---- */
+    /* Σ g[i]² in double (grad_clip.h); deterministic for a given n. */
+    double (*sumsq)(const float *g, size_t n);
+    /* x[i] *= a */
+    void (*scale)(float *x, size_t n, float a);
+    /* One AdamW update of the fp32 master weights p with moments m, v and
+     * gradients g, exactly sdc_adamw_update_range's math (adamw.h); when
+     * `copy` is not NULL the updated weights are also written there in
+     * copy_dtype (the bf16/fp16 weights the model computes with). */
+    void (*adamw)(float *p, float *m, float *v, const float *g, size_t n, const sdc_adamw_args *a, void *copy,
+                  sdc_dtype copy_dtype);
+    /* EMA: shadow[i] −= one_minus_decay · (shadow[i] − p[i]) (ema.h) */
+    void (*ema)(float *shadow, const float *p, size_t n, float one_minus_decay);
 } sdc_backend;
 
 /* The CPU backend (backend/cpu/): fp32, OpenMP threads, OpenBLAS sgemm. */
 const sdc_backend *sdc_cpu_backend(void);
+/* The CUDA backend (backend/cuda/): fp32, bf16 and fp16 on the current
+ * device; NULL in a build without CUDA. */
+const sdc_backend *sdc_cuda_backend(void);
 
 /* What a model runs with: a backend, its device, and the arena activations
  * come from. Modules allocate their outputs from `arena` and release their
@@ -128,7 +168,11 @@ typedef struct sdc_ctx {
     sdc_device device;
     sdc_arena *arena;
     struct sdc_tape *tape; /* when set, ops record themselves for backward (backend/tape.h) */
+    sdc_dtype dtype;       /* activations' dtype: F32 (the zero value), or BF16/F16 on CUDA */
 } sdc_ctx;
+
+/* A CPU context over a host arena (an lvalue: &SDC_CTX_CPU(a) works). */
+#define SDC_CTX_CPU(arena_ptr) ((sdc_ctx){sdc_cpu_backend(), {SDC_CPU, 0}, (arena_ptr), NULL, SDC_F32})
 
 /* Releases a module's temporaries, unless a tape is recording: backward
  * needs them then. */

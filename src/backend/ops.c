@@ -8,7 +8,7 @@
 #include "core/error.h"
 
 sdc_tensor sdc_ctx_alloc(sdc_ctx *c, int ndim, const int64_t *shape) {
-    sdc_tensor t = sdc_tensor_make(SDC_F32, ndim, shape, NULL);
+    sdc_tensor t = sdc_tensor_make(c->dtype, ndim, shape, NULL);
     t.device = c->device;
     size_t nbytes = sdc_tensor_nbytes(&t);
     t.data = sdc_arena_alloc(c->arena, nbytes ? nbytes : 1);

@@ -8,12 +8,18 @@
 #include "core/vmem.h"
 
 sdc_status sdc_tape_init(sdc_tape *t, const sdc_arena *arena, sdc_error *err) {
+    return sdc_tape_init_on(t, sdc_cpu_backend(), arena, err);
+}
+
+sdc_status sdc_tape_init_on(sdc_tape *t, const sdc_backend *be, const sdc_arena *arena, sdc_error *err) {
     memset(t, 0, sizeof *t);
+    t->be = be;
     t->arena_base = arena->base;
     t->arena_cap = arena->cap;
-    /* 64-byte alignment of arena offsets carries over to the shadow */
-    t->shadow = sdc_vm_reserve(arena->cap);
-    if (!t->shadow) return sdc_fail(err, SDC_ENOMEM, "cannot reserve %zu MiB for activation gradients", arena->cap >> 20);
+    /* 64-byte alignment of arena offsets carries over to the shadow (the
+     * CPU's is reserved address space, committed as touched) */
+    t->shadow = be->mem_alloc(arena->cap);
+    if (!t->shadow) return sdc_fail(err, SDC_ENOMEM, "cannot allocate %zu MiB for activation gradients", arena->cap >> 20);
     return SDC_OK;
 }
 
@@ -25,13 +31,14 @@ void sdc_tape_free(sdc_tape *t) {
     }
     free(t->ops);
     free(t->ids);
-    sdc_vm_free(t->shadow, t->arena_cap);
+    if (t->be) t->be->mem_free(t->shadow, t->arena_cap);
     memset(t, 0, sizeof *t);
 }
 
-void sdc_tape_watch(sdc_tape *t, const float *data, float *grad, size_t n) {
+void sdc_tape_watch(sdc_tape *t, const void *data, sdc_dtype dtype, float *grad, size_t n) {
     SDC_ASSERT(t->nstores < SDC_TAPE_MAX_STORES);
     t->stores[t->nstores].data = data;
+    t->stores[t->nstores].esize = sdc_dtype_size(dtype);
     t->stores[t->nstores].grad = grad;
     t->stores[t->nstores].n = n;
     t->nstores++;
@@ -79,7 +86,9 @@ void sdc_tape_record(sdc_tape *t, const sdc_tape_op *op) {
 /* The watched store holding p, or −1. */
 static int store_of(const sdc_tape *t, const void *p) {
     for (int i = 0; i < t->nstores; i++)
-        if ((const float *)p >= t->stores[i].data && (const float *)p < t->stores[i].data + t->stores[i].n) return i;
+        if ((const unsigned char *)p >= t->stores[i].data &&
+            (const unsigned char *)p < t->stores[i].data + t->stores[i].n * t->stores[i].esize)
+            return i;
     return -1;
 }
 
@@ -90,7 +99,8 @@ sdc_tensor sdc_tape_grad(const sdc_tape *t, const sdc_tensor *x) {
     if (!p) return g;
     int s = store_of(t, p);
     if (s >= 0) {
-        g.data = t->stores[s].grad + ((const float *)p - t->stores[s].data);
+        g.data = t->stores[s].grad + (size_t)(p - t->stores[s].data) / t->stores[s].esize;
+        g.dtype = SDC_F32; /* parameter gradients are fp32 whatever the weights' dtype */
         return g;
     }
     if (p >= t->arena_base && p < t->arena_base + t->arena_cap)
@@ -100,7 +110,7 @@ sdc_tensor sdc_tape_grad(const sdc_tape *t, const sdc_tensor *x) {
 
 void sdc_tape_zero_grads(sdc_tape *t, const sdc_arena *arena) {
     SDC_ASSERT(arena->base == t->arena_base);
-    memset(t->shadow, 0, arena->used);
+    t->be->mem_zero(t->shadow, arena->used);
 }
 
 /* Where an op's input gradient goes: gradient memory to accumulate into, or
@@ -111,11 +121,24 @@ static int wants(const sdc_tape *t, const sdc_tensor *x, sdc_tensor *g) {
     return g->data != NULL;
 }
 
-/* g_x += d (activation gradients accumulate over the consumers of x). */
-static void accumulate(sdc_ctx *c, sdc_tensor *gx, const sdc_tensor *d) {
+/* g_x += s·d. Gradients of a watched parameter are fp32 while d has the
+ * activations' dtype under mixed precision: d is cast first (into a
+ * temporary the caller's arena mark releases). */
+static void acc_scaled(sdc_ctx *c, sdc_tensor *gx, float s, const sdc_tensor *d) {
     sdc_tensor v = sdc_view(d, gx->ndim, gx->shape);
-    c->be->axpby(gx, 1.0f, gx, 1.0f, &v);
+    if (v.dtype != gx->dtype) {
+        sdc_tensor w = v;
+        w.dtype = gx->dtype;
+        w.data = sdc_arena_alloc(c->arena, sdc_tensor_nbytes(&w));
+        SDC_ASSERT(w.data); /* the arena is planned with room for the backward's temporaries */
+        c->be->cast(w.data, w.dtype, v.data, v.dtype, (size_t)sdc_tensor_numel(&v));
+        v = w;
+    }
+    c->be->axpby(gx, 1.0f, gx, s, &v);
 }
+
+/* g_x += d (activation gradients accumulate over the consumers of x). */
+static void accumulate(sdc_ctx *c, sdc_tensor *gx, const sdc_tensor *d) { acc_scaled(c, gx, 1.0f, d); }
 
 /* A fresh arena buffer shaped like x, for an op's assigned input gradient. */
 static sdc_tensor temp_like(sdc_ctx *c, const sdc_tensor *x) { return sdc_ctx_alloc(c, x->ndim, x->shape); }
@@ -137,6 +160,7 @@ static void backward_checkpoint(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op, 
     sub->arena_base = t->arena_base;
     sub->arena_cap = t->arena_cap;
     sub->shadow = t->shadow;
+    sub->be = t->be;
     memcpy(sub->stores, t->stores, sizeof t->stores);
     sub->nstores = t->nstores;
     size_t mark = sdc_arena_mark(c->arena);
@@ -145,9 +169,9 @@ static void backward_checkpoint(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op, 
     c->tape = NULL;
     SDC_ASSERT(!sub->failed && sdc_tensor_numel(&y) == sdc_tensor_numel(g));
     /* fresh activations: clear their gradients, then seed the output's */
-    memset((unsigned char *)t->shadow + mark, 0, c->arena->used - mark);
+    t->be->mem_zero((unsigned char *)t->shadow + mark, c->arena->used - mark);
     sdc_tensor gy = sdc_tape_grad(sub, &y);
-    memcpy(gy.data, g->data, sdc_tensor_nbytes(&y));
+    t->be->mem_copy(gy.data, g->data, sdc_tensor_nbytes(&y));
     backward_ops(c, sub);
     sdc_arena_release(c->arena, mark);
 }
@@ -210,14 +234,14 @@ static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
         if (out_is_a && out_is_b) {
             c->be->axpby(&g, alpha + beta, &g, 0.0f, NULL);
         } else if (out_is_a) {
-            if (wy) c->be->axpby(&gy, 1.0f, &gy, beta, &g);
+            if (wy) acc_scaled(c, &gy, beta, &g);
             if (alpha != 1.0f) c->be->axpby(&g, alpha, &g, 0.0f, NULL);
         } else if (out_is_b) {
-            if (wx) c->be->axpby(&gx, 1.0f, &gx, alpha, &g);
+            if (wx) acc_scaled(c, &gx, alpha, &g);
             if (beta != 1.0f) c->be->axpby(&g, beta, &g, 0.0f, NULL);
         } else {
-            if (wx) c->be->axpby(&gx, 1.0f, &gx, alpha, &g);
-            if (wy) c->be->axpby(&gy, 1.0f, &gy, beta, &g);
+            if (wx) acc_scaled(c, &gx, alpha, &g);
+            if (wy) acc_scaled(c, &gy, beta, &g);
         }
         break;
     }
@@ -242,8 +266,27 @@ static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
         break;
     }
     case SDC_TAPE_SLICE1:
-        /* only the frozen VAE's posterior split slices; nothing trains through it */
-        SDC_ASSERT(!wx);
+        if (wx) {
+            /* the slice's adjoint: g placed at columns [c0, c0+n) of zeros
+             * shaped like x, built from (at most two) concatenations */
+            const int64_t c0 = op->i0, n = op->out.shape[1], C = x->shape[1];
+            int64_t rest[SDC_MAX_DIMS];
+            memcpy(rest, x->shape, sizeof rest);
+            sdc_tensor d = g;
+            if (c0 > 0) {
+                rest[1] = c0;
+                sdc_tensor z = sdc_ctx_alloc(c, x->ndim, rest);
+                c->be->fill(&z, 0.0f);
+                d = sdc_op_concat1(c, NULL, &z, &d);
+            }
+            if (c0 + n < C) {
+                rest[1] = C - c0 - n;
+                sdc_tensor z = sdc_ctx_alloc(c, x->ndim, rest);
+                c->be->fill(&z, 0.0f);
+                d = sdc_op_concat1(c, NULL, &d, &z);
+            }
+            accumulate(c, &gx, &d);
+        }
         break;
     case SDC_TAPE_TO_TOKENS:
         if (wx) {

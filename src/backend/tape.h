@@ -71,10 +71,13 @@ typedef struct sdc_tape {
     /* activation gradients: a shadow of the arena */
     const unsigned char *arena_base;
     size_t arena_cap;
-    float *shadow;
-    /* parameter stores whose gradients are wanted: data[0..n) ↔ grad[0..n) */
+    void *shadow;
+    const sdc_backend *be; /* whose memory the shadow and gradients are */
+    /* parameter stores whose gradients are wanted: element i of data (esize
+     * bytes each: fp32, or bf16/fp16 weights) ↔ grad[i] (always fp32) */
     struct {
-        const float *data;
+        const unsigned char *data;
+        size_t esize;
         float *grad;
         size_t n;
     } stores[SDC_TAPE_MAX_STORES];
@@ -86,9 +89,12 @@ typedef struct sdc_tape {
 /* A tape over c's arena (the shadow is as large as the arena: pages are
  * touched only as far as the arena is used). */
 sdc_status sdc_tape_init(sdc_tape *t, const sdc_arena *arena, sdc_error *err);
+/* The same for an arena in a backend's device memory. */
+sdc_status sdc_tape_init_on(sdc_tape *t, const sdc_backend *be, const sdc_arena *arena, sdc_error *err);
 void sdc_tape_free(sdc_tape *t);
-/* Parameters [data, data+n) get gradients accumulated into grad. */
-void sdc_tape_watch(sdc_tape *t, const float *data, float *grad, size_t n);
+/* Parameters data[0..n) of that dtype get gradients accumulated into the
+ * fp32 grad[0..n). */
+void sdc_tape_watch(sdc_tape *t, const void *data, sdc_dtype dtype, float *grad, size_t n);
 /* Forgets the recorded ops (keeps capacity). */
 void sdc_tape_reset(sdc_tape *t);
 void sdc_tape_record(sdc_tape *t, const sdc_tape_op *op);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/device.h"
 #include "backend/ops.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
@@ -102,6 +103,7 @@ static void on_step(void *ctx, int done, int total) {
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *negative = NULL, *sampler = NULL, *output = "output.png";
     const char *latents_in = NULL, *latents_out = NULL, *device = "cpu", *rng = "philox", *variant = NULL;
+    const char *precision = NULL;
     const char *loras[MAX_LORAS];
     int nlora = 0, steps = 30, height = 0, width = 0, batch = 1, clip_skip = 0, karras = 0;
     double guidance = -1, eta = 0;
@@ -131,7 +133,8 @@ int cmd_generate(int argc, char **argv) {
          "output"),
         CLI_FLAG("save-latents", CLI_STR, &latents_out, "FILE", "write the final latents (before VAE scaling) as \"latents\"", NULL,
          "output"),
-        CLI_FLAG("device", CLI_STR, &device, "DEV", "where to run", "cpu", "system"),
+        CLI_FLAG("device", CLI_STR, &device, "DEV", "cpu, cuda or cuda:N", "cpu", "system"),
+        CLI_FLAG("precision", CLI_STR, &precision, "P", "CUDA: fp32, fp16 or bf16 weights and activations", "fp16 on CUDA", "system"),
         CLI_FLAG("arena-mb", CLI_I64, &arena_mb, "MB", "activation memory to reserve", "by image size", "system"),
     };
     int nf = (int)(sizeof flags / sizeof *flags);
@@ -139,7 +142,15 @@ int cmd_generate(int argc, char **argv) {
     if (rc) return rc == 1 ? 0 : rc;
     if (!model) return cli_usage_error("generate needs --model PATH (sdc generate --help)");
     if (!prompt) return cli_usage_error("generate needs --prompt TEXT (sdc generate --help)");
-    if (strcmp(device, "cpu") != 0) return cli_usage_error("--device %s: this build generates on the cpu only", device);
+    sdc_error derr;
+    sdc_device dev;
+    if (sdc_device_parse(device, &dev, &derr) != SDC_OK) return cli_usage_error("%s", derr.msg);
+    sdc_dtype dtype = SDC_F32;
+    if (!precision) precision = dev.type == SDC_CPU ? "fp32" : "fp16";
+    if (sdc_precision_dtype(strcmp(precision, "fp32") ? precision : "no", dev, &dtype, &derr) != SDC_OK)
+        return cli_usage_error("--precision %s: expected fp32, fp16 or bf16", precision);
+    if (dev.type == SDC_CPU && strcmp(precision, "fp32") != 0)
+        fprintf(stderr, "sdc: note: --precision %s: the CPU computes in fp32\n", precision);
     if (strcmp(rng, "philox") != 0 && strcmp(rng, "torch") != 0)
         return cli_usage_error("--rng must be philox or torch, not \"%s\"", rng);
     if (seed < 0) {
@@ -214,16 +225,19 @@ int cmd_generate(int argc, char **argv) {
         return rc;
     }
 
-    /* activations: generous for the UNet at this size; pages are touched only as used */
+    /* activations: generous for the UNet at this size; on the CPU pages are
+     * touched only as used (the VAE decoder at full size is the peak) */
     size_t px = (size_t)o.height * o.width;
     size_t arena_bytes = arena_mb > 0 ? (size_t)arena_mb << 20 : ((size_t)1 << 30) + px * (size_t)o.batch * 8192;
     sdc_arena arena;
-    if (sdc_arena_init(&arena, arena_bytes, &err) != SDC_OK) {
+    sdc_ctx c;
+    if (sdc_ctx_open(&c, &arena, dev, dtype, arena_bytes, &err) != SDC_OK ||
+        sdc_sd_to_device(&sd, &c, &err) != SDC_OK) {
+        if (c.arena) sdc_ctx_close(&c);
         sdc_sd_free(&sd);
         free(init);
         return cli_error(&err);
     }
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL};
     sdc_progress prog = {0};
     sdc_progress_begin(&prog, "generate", o.steps);
     o.on_step = on_step;
@@ -233,7 +247,7 @@ int cmd_generate(int argc, char **argv) {
     sdc_txt2img_out out;
     sdc_status st = sdc_txt2img(&c, &sd, &o, &out, &err);
     sdc_progress_end(&prog);
-    sdc_arena_free(&arena);
+    sdc_ctx_close(&c);
     free(init);
     if (st != SDC_OK) {
         sdc_sd_free(&sd);

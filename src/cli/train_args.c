@@ -18,8 +18,8 @@
 /* Flags sdc accepts and does not use: their values land here, not in
  * sdc_train_args. */
 typedef struct {
-    const char *config, *revision, *mixed_precision, *report_to, *hub_token, *hub_model_id;
-    int xformers, allow_tf32, use_8bit_adam, push_to_hub, dataloader_num_workers;
+    const char *config, *revision, *report_to, *hub_token, *hub_model_id;
+    int xformers, use_8bit_adam, push_to_hub, dataloader_num_workers;
 } train_extra;
 
 /* The config file's JSON; a's strings point into it. */
@@ -120,9 +120,11 @@ static int build_table(cli_flag *t, sdc_train_args *a, train_extra *x) {
                  "diffusers", OU),
         CLI_FLAG("logging_dir", CLI_STR, &a->logging_dir, "DIR", "metrics (JSONL), under output_dir", "logs", OU),
         CLI_FLAG("enable_xformers_memory_efficient_attention", CLI_BOOL, &x->xformers, NULL, "ignored: sdc's attention is always memory-efficient", NULL, N),
-        CLI_FLAG("allow_tf32", CLI_BOOL, &x->allow_tf32, NULL, "ignored: CPU trains in fp32; CUDA TF32 comes later", NULL, N),
+        CLI_FLAG("allow_tf32", CLI_BOOL, &a->allow_tf32, NULL, "CUDA, --mixed_precision no: TF32 matrix products", "off", S),
         CLI_FLAG("use_8bit_adam", CLI_BOOL, &x->use_8bit_adam, NULL, "ignored: AdamW moments are fp32", NULL, N),
-        CLI_FLAG("mixed_precision", CLI_STR, &x->mixed_precision, "no|fp16|bf16", "ignored: the CPU backend trains in fp32", NULL, N),
+        CLI_FLAG("mixed_precision", CLI_STR, &a->mixed_precision, "no|fp16|bf16",
+                 "CUDA: bf16/fp16 weights and activations, fp32 master weights and moments (the CPU is fp32)", "no", S),
+        CLI_FLAG("device", CLI_STR, &a->device, "DEV", "cpu, cuda or cuda:N (one process per GPU under mpirun)", "cpu", S),
         CLI_FLAG("report_to", CLI_STR, &x->report_to, "NAME", "ignored: metrics go to JSONL in logging_dir", NULL, N),
         CLI_FLAG("dataloader_num_workers", CLI_INT, &x->dataloader_num_workers, "N", "ignored: image decoding is threaded", NULL, N),
         CLI_FLAG("revision", CLI_STR, &x->revision, "REV", "ignored: local folders only", NULL, N),
@@ -304,19 +306,24 @@ static int validate(const sdc_train_args *a, const train_extra *x, const cli_fla
     if (a->lora_format && strcmp(a->lora_format, "diffusers") && strcmp(a->lora_format, "kohya") &&
         strcmp(a->lora_format, "both"))
         return cli_usage_error("--lora_format %s: expected diffusers, kohya or both", a->lora_format);
-    if (x->mixed_precision && !is_one_of(x->mixed_precision, precisions))
-        return cli_usage_error("--mixed_precision must be no, fp16 or bf16, got \"%s\"", x->mixed_precision);
+    if (a->mixed_precision && !is_one_of(a->mixed_precision, precisions))
+        return cli_usage_error("--mixed_precision must be no, fp16 or bf16, got \"%s\"", a->mixed_precision);
+    if (a->device && strcmp(a->device, "cpu") && strncmp(a->device, "cuda", 4))
+        return cli_usage_error("--device must be cpu, cuda or cuda:N, got \"%s\"", a->device);
     if (x->dataloader_num_workers < 0) return cli_usage_error("--dataloader_num_workers must be 0 or more");
     return 0;
 }
 
-static void write_notes(const train_extra *x, const cli_flag *t, int n, char *note, size_t cap) {
+static void write_notes(const sdc_train_args *a, const train_extra *x, const cli_flag *t, int n, char *note,
+                        size_t cap) {
     if (x->xformers)
         add_note(note, cap, "--enable_xformers_memory_efficient_attention: sdc's attention is always memory-efficient\n");
-    if (x->allow_tf32) add_note(note, cap, "--allow_tf32: the CPU backend runs fp32; the CUDA backend's TF32 comes later\n");
+    const int cpu = !a->device || !strcmp(a->device, "cpu");
+    if (cpu && a->allow_tf32) add_note(note, cap, "--allow_tf32: the CPU computes in full fp32\n");
     if (x->use_8bit_adam) add_note(note, cap, "--use_8bit_adam: sdc's AdamW keeps its moments in fp32 buffers\n");
-    if (x->mixed_precision && strcmp(x->mixed_precision, "no"))
-        add_note(note, cap, "--mixed_precision %s: the CPU backend trains in fp32\n", x->mixed_precision);
+    if (cpu && a->mixed_precision && strcmp(a->mixed_precision, "no"))
+        add_note(note, cap, "--mixed_precision %s: the CPU backend trains in fp32 (it applies with --device cuda)\n",
+                 a->mixed_precision);
     if (x->report_to) add_note(note, cap, "--report_to %s: metrics go to a JSONL file in logging_dir\n", x->report_to);
     if (set_(t, n, "dataloader_num_workers")) add_note(note, cap, "--dataloader_num_workers: sdc's image decoding is threaded\n");
     if (x->revision) add_note(note, cap, "--revision: sdc reads local folders only; the revision is ignored\n");
@@ -338,6 +345,6 @@ int train_parse_args(int argc, char **argv, sdc_train_args *a, char *note, size_
     if (!rc) rc = cli_parse("train", synopsis, t, n, argc, argv);
     if (!rc) rc = resolve_method(a, t, n);
     if (!rc) rc = validate(a, &x, t, n);
-    if (!rc && cap) write_notes(&x, t, n, note, cap);
+    if (!rc && cap) write_notes(a, &x, t, n, note, cap);
     return rc;
 }

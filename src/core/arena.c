@@ -18,8 +18,15 @@ sdc_status sdc_arena_init(sdc_arena *a, size_t cap, sdc_error *err) {
     return SDC_OK;
 }
 
+void sdc_arena_init_over(sdc_arena *a, void *base, size_t cap) {
+    memset(a, 0, sizeof *a);
+    a->base = base;
+    a->cap = cap & ~(size_t)(ARENA_ALIGN - 1);
+    a->external = 1;
+}
+
 void sdc_arena_free(sdc_arena *a) {
-    sdc_vm_free(a->base, a->cap);
+    if (!a->external) sdc_vm_free(a->base, a->cap);
     memset(a, 0, sizeof *a);
 }
 
@@ -32,6 +39,7 @@ void *sdc_arena_alloc(sdc_arena *a, size_t nbytes) {
 }
 
 void *sdc_arena_calloc(sdc_arena *a, size_t nbytes) {
+    SDC_ASSERT(!a->external);
     void *p = sdc_arena_alloc(a, nbytes);
     if (p) memset(p, 0, nbytes);
     return p;

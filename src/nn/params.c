@@ -5,8 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "core/fs.h"
 #include "core/rng.h"
+
+static void release_device(sdc_params *p);
 
 sdc_status sdc_params_init(sdc_params *p, const char *component, sdc_error *err) {
     memset(p, 0, sizeof *p);
@@ -22,6 +25,7 @@ void sdc_params_free(sdc_params *p) {
     for (size_t i = 0; i < p->count; i++) free(p->items[i].name);
     free(p->items);
     sdc_strmap_free(&p->index);
+    if (p->be) release_device(p);
     free(p->data);
     free(p->grad);
     free(p->component);
@@ -88,13 +92,115 @@ sdc_status sdc_params_alloc(sdc_params *p, sdc_error *err) {
 }
 
 sdc_status sdc_params_alloc_grad(sdc_params *p, sdc_error *err) {
+    const size_t bytes = (p->total ? p->total : 16) * sizeof(float);
+    if (p->be) {
+        /* on a device: gradients there, and fp32 master weights beside the
+         * bf16/fp16 ones the model computes with */
+        if (p->grad) p->be->mem_free(p->grad, bytes);
+        p->grad = p->be->mem_alloc(bytes);
+        if (p->grad && p->dev_dtype != SDC_F32 && !p->master) {
+            p->master = p->be->mem_alloc(bytes);
+            if (p->master) p->be->mem_upload(p->master, p->data, p->total * sizeof(float));
+        }
+        if (!p->grad || (p->dev_dtype != SDC_F32 && !p->master))
+            return sdc_fail(err, SDC_ENOMEM, "%s: cannot allocate %.1f MiB of gradients and master weights on the GPU",
+                            p->component, (double)p->total * 8.0 / (1 << 20));
+        return SDC_OK;
+    }
     free(p->grad);
-    p->grad = aligned_alloc(64, (p->total ? p->total : 16) * sizeof(float));
+    p->grad = aligned_alloc(64, bytes);
     if (!p->grad)
         return sdc_fail(err, SDC_ENOMEM, "%s: cannot allocate %.1f MiB of gradients", p->component,
                         (double)p->total * 4.0 / (1 << 20));
     memset(p->grad, 0, p->total * sizeof(float));
     return SDC_OK;
+}
+
+static void bind_slots(sdc_params *p, void *base, sdc_dtype dtype, sdc_device d) {
+    const size_t es = sdc_dtype_size(dtype);
+    for (size_t i = 0; i < p->count; i++) {
+        sdc_tensor *t = p->items[i].slot;
+        t->data = (unsigned char *)base + p->items[i].offset * es;
+        t->dtype = dtype;
+        t->device = d;
+    }
+}
+
+sdc_status sdc_params_to_device(sdc_params *p, const sdc_backend *be, sdc_device d, sdc_dtype dtype,
+                                sdc_error *err) {
+    SDC_ASSERT(p->data && !p->be && !p->grad);
+    if (d.type == SDC_CPU) {
+        SDC_ASSERT(dtype == SDC_F32);
+        return SDC_OK;
+    }
+    const size_t n = p->total ? p->total : 16, es = sdc_dtype_size(dtype);
+    void *dev = be->mem_alloc(n * es);
+    if (!dev)
+        return sdc_fail(err, SDC_ENOMEM, "%s: cannot allocate %.1f MiB of weights on the GPU", p->component,
+                        (double)n * (double)es / (1 << 20));
+    /* upload as fp32 through the master buffer's place, then cast */
+    if (dtype == SDC_F32) {
+        be->mem_upload(dev, p->data, p->total * sizeof(float));
+    } else {
+        float *tmp = be->mem_alloc(n * sizeof(float));
+        if (!tmp) {
+            be->mem_free(dev, n * es);
+            return sdc_fail(err, SDC_ENOMEM, "%s: cannot allocate %.1f MiB on the GPU", p->component,
+                            (double)n * 4.0 / (1 << 20));
+        }
+        be->mem_upload(tmp, p->data, p->total * sizeof(float));
+        be->cast(dev, dtype, tmp, SDC_F32, p->total);
+        be->mem_free(tmp, n * sizeof(float));
+    }
+    p->be = be;
+    p->dev = dev;
+    p->dev_dtype = dtype;
+    p->master = dtype == SDC_F32 ? dev : NULL;
+    p->device = d;
+    bind_slots(p, dev, dtype, d);
+    return SDC_OK;
+}
+
+void sdc_params_sync_host(sdc_params *p) {
+    if (!p->be) return;
+    if (p->master) p->be->mem_download(p->data, p->master, p->total * sizeof(float));
+    else {
+        /* inference-only bf16/fp16 weights: the host copy was never changed */
+    }
+}
+
+void sdc_params_sync_device(sdc_params *p) {
+    if (!p->be) return;
+    if (p->master) p->be->mem_upload(p->master, p->data, p->total * sizeof(float));
+    if (p->dev != p->master) {
+        float *tmp = p->be->mem_alloc((p->total ? p->total : 16) * sizeof(float));
+        SDC_ASSERT(tmp); /* a transient buffer the size of the master copy that was just freed or exists */
+        p->be->mem_upload(tmp, p->data, p->total * sizeof(float));
+        p->be->cast(p->dev, p->dev_dtype, tmp, SDC_F32, p->total);
+        p->be->mem_free(tmp, (p->total ? p->total : 16) * sizeof(float));
+    }
+}
+
+/* Frees the device buffers and rebinds the slots to the host copy. */
+static void release_device(sdc_params *p) {
+    const size_t n = p->total ? p->total : 16;
+    if (p->master && p->master != p->dev) p->be->mem_free(p->master, n * sizeof(float));
+    p->be->mem_free(p->dev, n * sdc_dtype_size(p->dev_dtype));
+    if (p->grad) {
+        p->be->mem_free(p->grad, n * sizeof(float));
+        p->grad = NULL;
+    }
+    p->be = NULL;
+    p->dev = NULL;
+    p->master = NULL;
+    p->device = (sdc_device){SDC_CPU, 0};
+    bind_slots(p, p->data, SDC_F32, p->device);
+}
+
+void sdc_params_to_host(sdc_params *p) {
+    if (!p->be) return;
+    sdc_params_sync_host(p);
+    release_device(p);
 }
 
 sdc_param *sdc_params_find(const sdc_params *p, const char *name) {

@@ -18,6 +18,8 @@
 #include "core/tensor.h"
 #include "io/weights.h"
 
+struct sdc_backend;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -63,7 +65,16 @@ typedef struct sdc_params {
     sdc_strmap index; /* name -> item */
     size_t total;     /* elements */
     float *data;      /* one buffer of `total` fp32 elements (host) */
-    float *grad;      /* gradients, same layout (sdc_params_alloc_grad), or NULL */
+    float *grad;      /* gradients, same layout (sdc_params_alloc_grad), or NULL; on the device when be is set */
+    /* On a GPU (sdc_params_to_device): the slots point into `dev`, in
+     * dev_dtype; `master` holds the fp32 weights the optimiser updates (dev
+     * itself for F32; its own buffer for BF16/F16 once gradients exist).
+     * `data` stays the host copy, brought up to date by sdc_params_sync_host. */
+    const struct sdc_backend *be; /* NULL: on the host */
+    sdc_device device;
+    void *dev;
+    sdc_dtype dev_dtype;
+    float *master;
     sdc_status status; /* first declaration error (duplicate name, no memory) */
     sdc_error err;
 } sdc_params;
@@ -82,6 +93,21 @@ sdc_status sdc_params_alloc(sdc_params *p, sdc_error *err);
 sdc_param *sdc_params_find(const sdc_params *p, const char *name);
 /* A zeroed gradient buffer with the parameters' layout (p->grad). */
 sdc_status sdc_params_alloc_grad(sdc_params *p, sdc_error *err);
+/* Copies the parameters to device d (a no-op for the CPU) in dtype and
+ * binds the slots there; the host buffer stays. Before any gradient. */
+sdc_status sdc_params_to_device(sdc_params *p, const struct sdc_backend *be, sdc_device d, sdc_dtype dtype,
+                                sdc_error *err);
+/* Device → host: the fp32 (master) weights into p->data. */
+void sdc_params_sync_host(sdc_params *p);
+/* Host → device: p->data into the master and compute weights (after a
+ * checkpoint was read into p->data). */
+void sdc_params_sync_device(sdc_params *p);
+/* Back to the host for good: sync, free the device buffers (gradients
+ * too), slots rebound to p->data in fp32. */
+void sdc_params_to_host(sdc_params *p);
+/* The fp32 weights the optimiser updates, where they live. */
+static inline float *sdc_params_master(const sdc_params *p) { return p->be ? p->master : p->data; }
+
 /* snprintf for parameter names; a name that does not fit is a bug (asserted). */
 char *sdc_pname(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -139,14 +139,16 @@ static sdc_status check_unet(run *r, sdc_sd *sd) {
     sdc_tape tape;
     sdc_params *p = &sd->unet->params;
     if (grads) {
-        SDC_TRY(sdc_tape_init(&tape, r->c->arena, r->err));
+        SDC_TRY(sdc_tape_init_on(&tape, r->c->be, r->c->arena, r->err));
         sdc_status st = sdc_params_alloc_grad(p, r->err);
         if (st != SDC_OK) {
             sdc_tape_free(&tape);
             return st;
         }
-        sdc_tape_watch(&tape, p->data, p->grad, p->total);
+        if (p->be) sdc_tape_watch(&tape, p->dev, p->dev_dtype, p->grad, p->total);
+        else sdc_tape_watch(&tape, p->data, SDC_F32, p->grad, p->total);
     }
+    float *hgrad = NULL; /* the parameter gradients on the host */
     size_t mark = sdc_arena_mark(r->c->arena);
     sdc_tensor x, ctx, te;
     double *ts = NULL, *tids = NULL;
@@ -188,6 +190,12 @@ static sdc_status check_unet(run *r, sdc_sd *sd) {
                 st = compare_tensor(r, "unet/grad/sample", &gx);
                 if (st == SDC_OK) st = compare_tensor(r, "unet/grad/encoder_hidden_states", &gc);
             }
+            if (st == SDC_OK && p->be) {
+                hgrad = malloc(p->total * sizeof *hgrad);
+                if (!hgrad) st = sdc_fail(r->err, SDC_ENOMEM, "out of memory");
+                else p->be->mem_download(hgrad, p->grad, p->total * sizeof *hgrad);
+            }
+            const float *pg = p->be ? hgrad : p->grad;
             /* parameters: relative error, except where the reference gradient
              * is zero in exact arithmetic (a bias right before a GroupNorm of
              * one channel per group: ~1e-17 in fp64, rounding noise in fp32) */
@@ -207,11 +215,11 @@ static sdc_status check_unet(run *r, sdc_sd *sd) {
                     r->sum->zero_grads++;
                     continue;
                 }
-                st = compare(r, key, p->grad + p->items[i].offset, (size_t)p->items[i].numel);
+                st = compare(r, key, pg + p->items[i].offset, (size_t)p->items[i].numel);
             }
         }
     }
-    free(ts), free(tids), free(out), free(target);
+    free(ts), free(tids), free(out), free(target), free(hgrad);
     sdc_arena_release(r->c->arena, mark);
     if (grads) sdc_tape_free(&tape);
     return st;
@@ -399,6 +407,7 @@ sdc_status sdc_check_run(sdc_ctx *c, const char *model_path, const char *golden_
     SDC_TRY(sdc_golden_open(golden_path, &r.g, err));
     sdc_sd sd;
     sdc_status st = sdc_sd_load(model_path, NULL, &sd, err);
+    if (st == SDC_OK) st = sdc_sd_to_device(&sd, c, err);
     if (st == SDC_OK) {
         st = check_text(&r, &sd);
         if (st == SDC_OK) st = check_unet(&r, &sd);
@@ -413,7 +422,8 @@ sdc_status sdc_check_run(sdc_ctx *c, const char *model_path, const char *golden_
             sdc_sd_load_opts lo = {.loras = &l, .nlora = 1};
             st = sdc_sd_load(model_path, &lo, &sd, err);
             if (st == SDC_OK) {
-                st = check_pipeline(&r, model_path, "pipeline_lora", &sd);
+                st = sdc_sd_to_device(&sd, c, err);
+                if (st == SDC_OK) st = check_pipeline(&r, model_path, "pipeline_lora", &sd);
                 sdc_sd_free(&sd);
             }
         } else if (sdc_golden_has(&r.g, "pipeline_lora/in/latents")) {

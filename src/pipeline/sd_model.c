@@ -163,3 +163,12 @@ void sdc_sd_free(sdc_sd *sd) {
     sdc_model_close(&sd->files);
     memset(sd, 0, sizeof *sd);
 }
+
+sdc_status sdc_sd_to_device(sdc_sd *sd, const sdc_ctx *c, sdc_error *err) {
+    if (c->device.type == SDC_CPU) return SDC_OK;
+    for (int i = 0; i < 2; i++)
+        if (sd->te[i]) SDC_TRY(sdc_params_to_device(&sd->te[i]->params, c->be, c->device, c->dtype, err));
+    if (sd->unet) SDC_TRY(sdc_params_to_device(&sd->unet->params, c->be, c->device, c->dtype, err));
+    if (sd->vae) SDC_TRY(sdc_params_to_device(&sd->vae->params, c->be, c->device, c->dtype, err));
+    return SDC_OK;
+}

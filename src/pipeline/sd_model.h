@@ -38,5 +38,8 @@ typedef struct sdc_sd_load_opts {
 
 sdc_status sdc_sd_load(const char *path, const sdc_sd_load_opts *opts, sdc_sd *sd, sdc_error *err);
 void sdc_sd_free(sdc_sd *sd);
+/* Copies every loaded component's weights to c's device in c's dtype (a
+ * no-op on the CPU); the host copies stay for saving. */
+sdc_status sdc_sd_to_device(sdc_sd *sd, const sdc_ctx *c, sdc_error *err);
 
 #endif

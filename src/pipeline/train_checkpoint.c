@@ -68,6 +68,28 @@ static sdc_status read_store(const char *path, const sdc_params *p, float *base,
     return st;
 }
 
+/* A host view of n fp32 values that may live on the trainer's device:
+ * the pointer itself on the CPU, else a downloaded copy (*owned set). */
+static const float *host_view(const sdc_trainer *t, const float *p, size_t n, float **owned) {
+    *owned = NULL;
+    if (t->ctx.be == sdc_cpu_backend()) return p;
+    *owned = malloc((n ? n : 1) * sizeof(float));
+    if (*owned) t->ctx.be->mem_download(*owned, p, n * sizeof(float));
+    return *owned;
+}
+
+/* read_store into device memory through a host buffer. */
+static sdc_status read_store_to(const sdc_trainer *t, const char *path, const sdc_params *s, float *dst,
+                                const char *suffix, sdc_error *err) {
+    if (t->ctx.be == sdc_cpu_backend()) return read_store(path, s, dst, suffix, err);
+    float *h = calloc(s->total ? s->total : 1, sizeof *h);
+    if (!h) return sdc_fail(err, SDC_ENOMEM, "out of memory reading %s", path);
+    sdc_status st = read_store(path, s, h, suffix, err);
+    if (st == SDC_OK) t->ctx.be->mem_upload(dst, h, s->total * sizeof *h);
+    free(h);
+    return st;
+}
+
 sdc_status sdc_train_checkpoint_save(const sdc_trainer *t, const sdc_train_progress *p, const char *output_dir,
                                      char *path, size_t cap, sdc_error *err) {
     SDC_ASSERT(t->micro == 0);
@@ -80,13 +102,18 @@ sdc_status sdc_train_checkpoint_save(const sdc_trainer *t, const sdc_train_progr
     sdc_status st = SDC_OK;
     cJSON *j = cJSON_CreateObject(), *stores = cJSON_AddArrayToObject(j, "stores");
     for (int i = 0; st == SDC_OK && i < t->ntrain; i++) {
-        const sdc_params *s = t->train[i];
-        const float *data[1] = {s->data}, *moments[2] = {t->opt[i].m, t->opt[i].v};
+        sdc_params *s = t->train[i];
+        sdc_params_sync_host(s); /* a GPU's master weights into s->data */
+        float *om = NULL, *ov = NULL;
+        const float *data[1] = {s->data},
+                    *moments[2] = {host_view(t, t->opt[i].m, s->total, &om), host_view(t, t->opt[i].v, s->total, &ov)};
         static const char *const none[1] = {""}, *const msuf[2] = {".exp_avg", ".exp_avg_sq"};
+        if (!moments[0] || !moments[1]) st = sdc_fail(err, SDC_ENOMEM, "out of memory saving a checkpoint");
         snprintf(file, sizeof file, "%s/%s.safetensors", tmp, s->component);
-        st = write_store(file, s, data, none, 1, err);
+        if (st == SDC_OK) st = write_store(file, s, data, none, 1, err);
         snprintf(file, sizeof file, "%s/%s.optimizer.safetensors", tmp, s->component);
         if (st == SDC_OK) st = write_store(file, s, moments, msuf, 2, err);
+        free(om), free(ov);
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "component", s->component);
         cJSON_AddNumberToObject(o, "parameters", (double)s->count);
@@ -94,10 +121,13 @@ sdc_status sdc_train_checkpoint_save(const sdc_trainer *t, const sdc_train_progr
         cJSON_AddItemToArray(stores, o);
     }
     if (st == SDC_OK && t->o.use_ema) {
-        const float *shadow[1] = {t->ema.shadow};
+        float *os = NULL;
+        const float *shadow[1] = {host_view(t, t->ema.shadow, t->train[0]->total, &os)};
         static const char *const none[1] = {""};
         snprintf(file, sizeof file, "%s/ema.safetensors", tmp);
-        st = write_store(file, t->train[0], shadow, none, 1, err);
+        st = shadow[0] ? write_store(file, t->train[0], shadow, none, 1, err)
+                       : sdc_fail(err, SDC_ENOMEM, "out of memory saving a checkpoint");
+        free(os);
         cJSON_AddNumberToObject(j, "ema_optimization_step", (double)t->ema.optimization_step);
     }
     cJSON_AddStringToObject(j, "format", "sdc-train-state/1");
@@ -167,17 +197,18 @@ sdc_status sdc_train_checkpoint_load(sdc_trainer *t, const char *dir, sdc_train_
         }
         snprintf(file, sizeof file, "%s/%s.safetensors", dir, s->component);
         st = read_store(file, s, s->data, "", err);
+        if (st == SDC_OK) sdc_params_sync_device(s);
         snprintf(file, sizeof file, "%s/%s.optimizer.safetensors", dir, s->component);
-        if (st == SDC_OK) st = read_store(file, s, t->opt[i].m, ".exp_avg", err);
-        if (st == SDC_OK) st = read_store(file, s, t->opt[i].v, ".exp_avg_sq", err);
+        if (st == SDC_OK) st = read_store_to(t, file, s, t->opt[i].m, ".exp_avg", err);
+        if (st == SDC_OK) st = read_store_to(t, file, s, t->opt[i].v, ".exp_avg_sq", err);
         t->opt[i].step = (int64_t)as->valuedouble;
-        memset(s->grad, 0, s->total * sizeof(float));
+        t->ctx.be->mem_zero(s->grad, s->total * sizeof(float));
     }
     if (st == SDC_OK && t->o.use_ema) {
         const cJSON *es = cJSON_GetObjectItemCaseSensitive(j, "ema_optimization_step");
         snprintf(file, sizeof file, "%s/ema.safetensors", dir);
         if (!cJSON_IsNumber(es)) st = sdc_fail(err, SDC_EFORMAT, "%s: the checkpoint has no EMA", dir);
-        else st = read_store(file, t->train[0], t->ema.shadow, "", err);
+        else st = read_store_to(t, file, t->train[0], t->ema.shadow, "", err);
         if (st == SDC_OK) t->ema.optimization_step = (int64_t)es->valuedouble;
     }
     if (st == SDC_OK) {

@@ -17,7 +17,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/device.h"
 #include "backend/ops.h"
+#include "backend/cuda/cuda_runtime.h"
 #include "core/dist.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -103,6 +105,7 @@ typedef struct run {
     int nstores;
     sdc_trainer t;
     sdc_arena arena;
+    sdc_ctx ctx; /* where everything computes: device, activation dtype, the arena */
     int64_t B, C, h, w, T, D, P, res, per;
     sdc_dist dist; /* this process's shard: ranks take consecutive slices of each global batch */
     uint64_t seed;
@@ -197,9 +200,13 @@ static sdc_status set_up_training(run *r, sdc_error *err) {
         o.use_ema = 1;
         sdc_ema_hparams_default(&o.ema);
     }
+    /* LoRA sets were made on the host after the model moved: they follow it */
+    if (r->lora)
+        for (int i = 0; i < r->nstores; i++)
+            SDC_TRY(sdc_params_to_device(r->stores[i], r->ctx.be, r->ctx.device, r->ctx.dtype, err));
     sdc_clip_text *te[2] = {r->sd.te[0], r->sd.te[1]};
     return sdc_trainer_init(&r->t, r->sd.unet, te, r->train_te ? r->sd.nte : 0, r->stores, r->nstores, &r->sd.sched,
-                            &o, &r->arena, err);
+                            &o, &r->ctx, err);
 }
 
 /* The stream key of local sample b of a micro-batch: its index in the
@@ -358,7 +365,7 @@ static sdc_status micro_batch(run *r, load_job *job, uint64_t micro_index, doubl
     /* the UNet batch: B training images, then (prior preservation) B class
      * images, as train_dreambooth.py concatenates them */
     const int64_t B = prior ? 2 * r->B : r->B, res = r->res, per = r->per;
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &r->arena, NULL};
+    sdc_ctx c = r->ctx;
     if (job->st != SDC_OK) {
         *err = job->err;
         return job->st;
@@ -457,6 +464,9 @@ static sdc_status micro_batch(run *r, load_job *job, uint64_t micro_index, doubl
 static sdc_status save_outputs(run *r, sdc_error *err) {
     const sdc_train_args *a = r->a;
     char path[4096];
+    /* the scripts save the EMA weights */
+    if (r->t.o.use_ema) sdc_ema_copy_to(&r->t.ema, sdc_params_master(&r->sd.unet->params));
+    for (int i = 0; i < r->nstores; i++) sdc_params_sync_host(r->stores[i]);
     if (r->lora) {
         const char *fmt = a->lora_format ? a->lora_format : "diffusers";
         const sdc_lora_set *te = r->train_te ? &r->te_lora[0] : NULL;
@@ -476,7 +486,6 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
         }
         return SDC_OK;
     }
-    if (r->t.o.use_ema) sdc_ema_copy_to(&r->t.ema, r->sd.unet->params.data); /* the scripts save the EMA weights */
     if (r->sd.files.single_file)
         return sdc_fail(err, SDC_EUNSUPPORTED, "%s: saving a full fine-tune needs a diffusers folder as the base model",
                         a->pretrained_model_name_or_path);
@@ -541,7 +550,7 @@ static sdc_status validate(run *r, sdc_error *err) {
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/samples", a->output_dir);
     SDC_TRY(sdc_mkdirs(dir, err));
-    sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &r->arena, NULL};
+    sdc_ctx c = r->ctx;
     const int n = a->num_validation_images;
     uint8_t **imgs = calloc((size_t)n, sizeof *imgs);
     if (!imgs) return sdc_fail(err, SDC_ENOMEM, "out of memory");
@@ -640,6 +649,22 @@ static sdc_status replace_vae(run *r, const char *dir, sdc_error *err) {
     return SDC_OK;
 }
 
+/* Activation memory for a batch of n images at the training resolution: on
+ * the CPU reserved address space (pages are committed as touched, so a
+ * generous bound costs nothing); on a GPU real memory, so what is free,
+ * less room for the libraries' workspaces, and half of it when training
+ * (the tape's gradient shadow is as large as the arena). */
+static size_t arena_bytes(const run *r, size_t n, int training) {
+    size_t px = (size_t)(r->res * r->res);
+    size_t want = ((size_t)2 << 30) + px * n * (training ? 200000 : 100000);
+    if (r->ctx.device.type == SDC_CPU) return want;
+    size_t free_b = 0, total_b = 0;
+    if (sdc_cuda_mem_info(&free_b, &total_b) != 0) return (size_t)8 << 30;
+    size_t reserve = (size_t)6 << 30, avail = free_b > reserve ? free_b - reserve : free_b / 2;
+    if (training) avail /= 2;
+    return want < avail ? want : avail;
+}
+
 /* Prior preservation's class images: generated with the model (its own
  * scheduler, 50 steps, default guidance, as the script's pipeline call)
  * until --num_class_images exist, then scanned. */
@@ -652,8 +677,8 @@ static sdc_status class_images(run *r, sdc_error *err) {
         fprintf(stderr, "sdc: generating %lld class images of \"%s\" in %s\n", (long long)missing, a->class_prompt,
                 a->class_data_dir);
         sdc_arena arena;
-        SDC_TRY(sdc_arena_init(&arena, ((size_t)2 << 30) + (size_t)(r->res * r->res) * (size_t)a->sample_batch_size * 100000, err));
-        sdc_ctx c = {sdc_cpu_backend(), {SDC_CPU, 0}, &arena, NULL};
+        sdc_ctx c;
+        SDC_TRY(sdc_ctx_open(&c, &arena, r->ctx.device, r->ctx.dtype, arena_bytes(r, (size_t)a->sample_batch_size, 0), err));
         sdc_status st = SDC_OK;
         for (int64_t done = 0; st == SDC_OK && done < missing;) {
             int n = (int)(missing - done < a->sample_batch_size ? missing - done : a->sample_batch_size);
@@ -675,7 +700,7 @@ static sdc_status class_images(run *r, sdc_error *err) {
             if (st == SDC_OK) sdc_txt2img_out_free(&out);
             done += n;
         }
-        sdc_arena_free(&arena);
+        sdc_ctx_close(&c);
         SDC_TRY(st);
     }
     sdc_dist_barrier(&r->dist);
@@ -708,6 +733,12 @@ static sdc_status train(run *r, sdc_error *err) {
     SDC_TRY(sdc_sd_load(a->pretrained_model_name_or_path, &(sdc_sd_load_opts){.variant = a->variant}, &r->sd, err));
     if (a->pretrained_vae_model_name_or_path) SDC_TRY(replace_vae(r, a->pretrained_vae_model_name_or_path, err));
     const sdc_unet_config *uc = &r->sd.unet->cfg;
+    /* the device: the models move there once; the context's arena is opened below */
+    SDC_TRY(sdc_device_parse(a->device, &r->ctx.device, err));
+    SDC_TRY(sdc_precision_dtype(a->mixed_precision, r->ctx.device, &r->ctx.dtype, err));
+    SDC_TRY(sdc_backend_open(r->ctx.device, &r->ctx.be, err));
+    sdc_backend_allow_tf32(r->ctx.be, a->allow_tf32);
+    SDC_TRY(sdc_sd_to_device(&r->sd, &r->ctx, err));
     int s = sdc_vae_scale(&r->sd.vae->cfg);
     r->res = a->resolution;
     if (r->res % (s << (uc->levels - 1)))
@@ -719,8 +750,12 @@ static sdc_status train(run *r, sdc_error *err) {
     r->P = uc->text_time ? uc->projection_class_embeddings_input_dim - 6 * uc->addition_time_embed_dim : 0;
     if (2 * r->B * r->C > 256) return sdc_fail(err, SDC_ELIMIT, "--train_batch_size %d is larger than sdc accepts", a->train_batch_size);
     if (a->with_prior_preservation) SDC_TRY(class_images(r, err));
-    size_t px = (size_t)(r->res * r->res);
-    SDC_TRY(sdc_arena_init(&r->arena, ((size_t)2 << 30) + px * (size_t)r->B * 200000, err));
+    {
+        sdc_ctx c;
+        SDC_TRY(sdc_ctx_open(&c, &r->arena, r->ctx.device, r->ctx.dtype,
+                             arena_bytes(r, (size_t)(a->with_prior_preservation ? 2 : 1) * (size_t)r->B, 1), err));
+        r->ctx = c;
+    }
 
     /* steps: from epochs unless --max_train_steps */
     const int64_t nb = sdc_dataset_num_batches(r->ds.n, r->B * r->dist.size, 0);
@@ -888,7 +923,7 @@ sdc_status sdc_train_run(const sdc_train_args *a, sdc_error *err) {
     free(r->bad[0]);
     free(r->bad[1]);
     free(r->losses);
-    if (r->arena.base) sdc_arena_free(&r->arena);
+    sdc_ctx_close(&r->ctx);
     free(r);
     return st;
 }

@@ -10,7 +10,7 @@
 
 sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const *te, int nte,
                             sdc_params *const *train, int ntrain, const sdc_sched_config *sched,
-                            const sdc_trainer_opts *o, sdc_arena *arena, sdc_error *err) {
+                            const sdc_trainer_opts *o, const sdc_ctx *base, sdc_error *err) {
     memset(t, 0, sizeof *t);
     SDC_ASSERT(ntrain >= 1 && ntrain <= SDC_TRAIN_MAX_STORES && nte >= 0 && nte <= 2);
     t->unet = unet;
@@ -24,15 +24,22 @@ sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const
     t->alphas_cumprod = malloc((size_t)t->n_ac * sizeof *t->alphas_cumprod);
     if (!t->alphas_cumprod) return sdc_fail(err, SDC_ENOMEM, "out of memory");
     SDC_TRY(sdc_sched_alphas_cumprod_f32(sched, t->alphas_cumprod, err));
-    SDC_TRY(sdc_tape_init(&t->tape, arena, err));
+    const sdc_backend *be = base->be;
+    SDC_TRY(sdc_tape_init_on(&t->tape, be, base->arena, err));
     for (int i = 0; i < ntrain; i++) {
-        if (!train[i]->grad) SDC_TRY(sdc_params_alloc_grad(train[i], err));
-        SDC_TRY(sdc_adamw_init(&t->opt[i], train[i]->total, &o->adam, err));
-        sdc_tape_watch(&t->tape, train[i]->data, train[i]->grad, train[i]->total);
+        sdc_params *p = train[i];
+        /* every store lives where the context computes */
+        SDC_ASSERT(p->be ? p->be == be : be == sdc_cpu_backend());
+        if (!p->grad) SDC_TRY(sdc_params_alloc_grad(p, err));
+        SDC_TRY(sdc_adamw_init_on(&t->opt[i], be, p->total, &o->adam, err));
+        if (p->be) sdc_tape_watch(&t->tape, p->dev, p->dev_dtype, p->grad, p->total);
+        else sdc_tape_watch(&t->tape, p->data, SDC_F32, p->grad, p->total);
     }
-    if (o->use_ema) SDC_TRY(sdc_ema_init(&t->ema, train[0]->data, train[0]->total, &o->ema, err));
+    if (o->use_ema)
+        SDC_TRY(sdc_ema_init_on(&t->ema, be, sdc_params_master(train[0]), train[0]->total, &o->ema, err));
     t->tape.checkpointing = o->gradient_checkpointing;
-    t->ctx = (sdc_ctx){sdc_cpu_backend(), {SDC_CPU, 0}, arena, &t->tape};
+    t->ctx = *base;
+    t->ctx.tape = &t->tape;
     return SDC_OK;
 }
 
@@ -164,26 +171,29 @@ sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double 
     (void)err;
     /* one global norm over every trained store, as clip_grad_norm_ over the
      * optimizer's parameters */
+    const sdc_backend *be = t->ctx.be;
     double ss = 0;
-    for (int i = 0; i < t->ntrain; i++) ss += sdc_grad_sumsq(t->train[i]->grad, t->train[i]->total);
+    for (int i = 0; i < t->ntrain; i++) ss += be->sumsq(t->train[i]->grad, t->train[i]->total);
     double norm = sqrt(ss);
     *grad_norm = norm;
     *skipped = 0;
     t->micro = 0;
     if (!sdc_grad_finite(norm)) {
         *skipped = 1;
-        for (int i = 0; i < t->ntrain; i++) memset(t->train[i]->grad, 0, t->train[i]->total * sizeof(float));
+        for (int i = 0; i < t->ntrain; i++) be->mem_zero(t->train[i]->grad, t->train[i]->total * sizeof(float));
         return SDC_OK;
     }
     float coef = t->o.max_grad_norm > 0 ? sdc_grad_clip_coef(norm, t->o.max_grad_norm) : 1.0f;
     *lr = sdc_lr_at(&t->o.lr, t->step);
     for (int i = 0; i < t->ntrain; i++) {
         sdc_params *p = t->train[i];
-        if (coef != 1.0f) sdc_grad_scale(p->grad, p->total, coef);
-        sdc_adamw_step(&t->opt[i], p->data, p->grad, *lr);
-        memset(p->grad, 0, p->total * sizeof *p->grad);
+        if (coef != 1.0f) be->scale(p->grad, p->total, coef);
+        /* on a GPU with bf16/fp16 weights the update also refreshes them */
+        int copy = p->be && p->dev != p->master;
+        sdc_adamw_step_into(&t->opt[i], sdc_params_master(p), p->grad, *lr, copy ? p->dev : NULL, p->dev_dtype);
+        be->mem_zero(p->grad, p->total * sizeof *p->grad);
     }
-    if (t->o.use_ema) sdc_ema_step(&t->ema, t->train[0]->data);
+    if (t->o.use_ema) sdc_ema_step(&t->ema, sdc_params_master(t->train[0]));
     t->step++;
     return SDC_OK;
 }

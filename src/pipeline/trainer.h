@@ -72,12 +72,14 @@ typedef struct sdc_trainer {
     int64_t step; /* optimizer steps taken */
 } sdc_trainer;
 
-/* train: the stores to optimise (the UNet's parameters, LoRA sets, text
+/* base: where to compute (backend, device, activation dtype, arena); the
+ * model's and trained stores' parameters must already be there
+ * (sdc_params_to_device). train: the stores to optimise (the UNet's parameters, LoRA sets, text
  * encoders'), as one optimizer over all of them. te: text encoders to run
  * inside the step (nte 0: the batch gives the context). */
 sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const *te, int nte,
                             sdc_params *const *train, int ntrain, const sdc_sched_config *sched,
-                            const sdc_trainer_opts *o, sdc_arena *arena, sdc_error *err);
+                            const sdc_trainer_opts *o, const sdc_ctx *base, sdc_error *err);
 void sdc_trainer_free(sdc_trainer *t);
 /* Forward and backward of one micro-batch; *loss is its (unscaled) loss. */
 sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, double *loss, sdc_error *err);

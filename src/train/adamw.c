@@ -18,7 +18,13 @@ void sdc_adamw_hparams_default(sdc_adamw_hparams *h) {
 }
 
 sdc_status sdc_adamw_init(sdc_adamw *o, size_t n, const sdc_adamw_hparams *h, sdc_error *err) {
+    return sdc_adamw_init_on(o, NULL, n, h, err);
+}
+
+sdc_status sdc_adamw_init_on(sdc_adamw *o, const sdc_backend *be, size_t n, const sdc_adamw_hparams *h,
+                            sdc_error *err) {
     memset(o, 0, sizeof *o);
+    o->be = be ? be : sdc_cpu_backend();
     if (h->amsgrad) return sdc_fail(err, SDC_EUNSUPPORTED, "AdamW: amsgrad is not supported");
     /* torch's own checks (Adam.__init__), plus finiteness */
     if (!(h->lr >= 0 && isfinite(h->lr))) return sdc_fail(err, SDC_EINVAL, "AdamW: invalid learning rate %g", h->lr);
@@ -30,8 +36,8 @@ sdc_status sdc_adamw_init(sdc_adamw *o, size_t n, const sdc_adamw_hparams *h, sd
     o->h = *h;
     o->n = n;
     size_t bytes = (n ? n : 1) * sizeof(float);
-    o->m = calloc(1, bytes);
-    o->v = calloc(1, bytes);
+    o->m = o->be->mem_alloc(bytes);
+    o->v = o->be->mem_alloc(bytes);
     if (!o->m || !o->v) {
         sdc_adamw_free(o);
         return sdc_fail(err, SDC_ENOMEM, "AdamW: out of memory for the moments of %zu parameters", n);
@@ -40,81 +46,48 @@ sdc_status sdc_adamw_init(sdc_adamw *o, size_t n, const sdc_adamw_hparams *h, sd
 }
 
 /* The per-step scalars, as torch forms them: Python floats (double), rounded
- * to float32 where they meet a tensor. */
-typedef struct adamw_coefs {
-    float decay;       /* 1 − lr·wd (1 when wd is 0: torch skips the multiply, ·1 is exact) */
-    float lerp_w;      /* lerp's fused coefficient: 1−β1, or (1−β1) − 1 for weights ≥ 0.5 */
-    int lerp_from_end; /* torch's lerp: m + w·(g−m) for |w| < 0.5, else g − (1−w)·(g−m) */
-    float b2, w2;      /* β2 and 1−β2 */
-    float neg_step;    /* −lr/(1−β1^t) */
-    float bc2_sqrt;    /* √(1−β2^t) */
-    float eps;
-} adamw_coefs;
-
-/* One block of elements. On x86-64 with glibc (ifunc) a second copy is built
- * for CPUs with AVX2+FMA, chosen at load time, where fmaf is one instruction
- * instead of a libm call (twice as fast); the result is the same, since fmaf
- * rounds once either way. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-static void adamw_block(const adamw_coefs *k, float *restrict p, const float *restrict g, float *restrict m,
-                        float *restrict v, size_t n) {
-    const float decay = k->decay, w = k->lerp_w, b2 = k->b2, w2 = k->w2, ns = k->neg_step, bs = k->bc2_sqrt,
-                eps = k->eps;
-    /* the loop twice, one per lerp formula, so that neither branches per element */
-#define ADAMW_LOOP(BASE)                                                                                  \
-    for (size_t i = 0; i < n; i++) {                                                                      \
-        float pi = p[i] * decay, gi = g[i];                                                               \
-        float mi = fmaf(w, gi - m[i], BASE); /* m.lerp_(g, 1−β1), fused as torch's CPU kernel */           \
-        float vi = fmaf(w2 * gi, gi, v[i] * b2); /* v.mul_(β2).addcmul_(g, g, 1−β2), fused likewise */     \
-        float denom = sqrtf(vi) / bs + eps;      /* (v.sqrt() / √bc2).add_(eps) */                          \
-        m[i] = mi;                                                                                        \
-        v[i] = vi;                                                                                        \
-        p[i] = pi + ns * mi / denom; /* p.addcdiv_(m, denom, value=−step_size): p + (value·m)/denom */     \
-    }
-    if (k->lerp_from_end)
-        ADAMW_LOOP(gi)
-    else
-        ADAMW_LOOP(m[i])
-#undef ADAMW_LOOP
+ * to float32 where they meet a tensor. The per-element math is the backend's
+ * (backend/cpu/cpu_optim.c, backend/cuda/cuda_optim.cu). */
+void sdc_adamw_args_at(const sdc_adamw *o, int64_t step, double lr, sdc_adamw_args *k) {
+    const sdc_adamw_hparams *h = &o->h;
+    const double bc1 = 1.0 - pow(h->beta1, (double)step);
+    const double bc2 = 1.0 - pow(h->beta2, (double)step);
+    k->decay = h->weight_decay != 0 ? (float)(1.0 - lr * h->weight_decay) : 1.0f;
+    float w1 = (float)(1.0 - h->beta1);
+    k->lerp_from_end = !(fabsf(w1) < 0.5f);
+    k->lerp_w = k->lerp_from_end ? w1 - 1.0f : w1;
+    k->b2 = (float)h->beta2;
+    k->w2 = (float)(1.0 - h->beta2);
+    k->neg_step = (float)(-(lr / bc1));
+    k->bc2_sqrt = (float)sqrt(bc2);
+    k->eps = (float)h->eps;
 }
-
-#define SDC_ADAMW_BLOCK 16384
 
 void sdc_adamw_update_range(const sdc_adamw *o, float *params, const float *grads, size_t begin, size_t end,
                             int64_t step, double lr) {
     SDC_ASSERT(step >= 1 && begin <= end && end <= o->n);
-    const sdc_adamw_hparams *h = &o->h;
-    const double bc1 = 1.0 - pow(h->beta1, (double)step);
-    const double bc2 = 1.0 - pow(h->beta2, (double)step);
-    adamw_coefs k;
-    k.decay = h->weight_decay != 0 ? (float)(1.0 - lr * h->weight_decay) : 1.0f;
-    float w1 = (float)(1.0 - h->beta1);
-    k.lerp_from_end = !(fabsf(w1) < 0.5f);
-    k.lerp_w = k.lerp_from_end ? w1 - 1.0f : w1;
-    k.b2 = (float)h->beta2;
-    k.w2 = (float)(1.0 - h->beta2);
-    k.neg_step = (float)(-(lr / bc1));
-    k.bc2_sqrt = (float)sqrt(bc2);
-    k.eps = (float)h->eps;
-    const size_t n = end - begin;
-    const long long nblocks = (long long)((n + SDC_ADAMW_BLOCK - 1) / SDC_ADAMW_BLOCK);
-#pragma omp parallel for schedule(static) if (nblocks > 2)
-    for (long long bi = 0; bi < nblocks; bi++) {
-        size_t s = begin + (size_t)bi * SDC_ADAMW_BLOCK, len = end - s < SDC_ADAMW_BLOCK ? end - s : SDC_ADAMW_BLOCK;
-        adamw_block(&k, params + s, grads + s, o->m + s, o->v + s, len);
-    }
+    sdc_adamw_args k;
+    sdc_adamw_args_at(o, step, lr, &k);
+    o->be->adamw(params + begin, o->m + begin, o->v + begin, grads + begin, end - begin, &k, NULL, SDC_F32);
 }
 
 void sdc_adamw_step(sdc_adamw *o, float *params, const float *grads, double lr) {
+    sdc_adamw_step_into(o, params, grads, lr, NULL, SDC_F32);
+}
+
+void sdc_adamw_step_into(sdc_adamw *o, float *params, const float *grads, double lr, void *copy, sdc_dtype dtype) {
     o->step++;
-    sdc_adamw_update_range(o, params, grads, 0, o->n, o->step, lr);
+    sdc_adamw_args k;
+    sdc_adamw_args_at(o, o->step, lr, &k);
+    o->be->adamw(params, o->m, o->v, grads, o->n, &k, copy, dtype);
 }
 
 void sdc_adamw_free(sdc_adamw *o) {
-    free(o->m);
-    free(o->v);
+    size_t bytes = (o->n ? o->n : 1) * sizeof(float);
+    if (o->be) {
+        o->be->mem_free(o->m, bytes);
+        o->be->mem_free(o->v, bytes);
+    }
     o->m = o->v = NULL;
     o->n = 0;
 }

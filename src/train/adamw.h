@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "core/error.h"
 
 #ifdef __cplusplus
@@ -42,6 +43,7 @@ void sdc_adamw_hparams_default(sdc_adamw_hparams *h);
 
 typedef struct sdc_adamw {
     sdc_adamw_hparams h;
+    const sdc_backend *be; /* where the moments live and the update runs */
     size_t n;
     float *m, *v; /* first and second moments (torch's exp_avg, exp_avg_sq), n floats each, zeroed at init */
     int64_t step; /* steps taken (torch's state["step"]) */
@@ -51,15 +53,25 @@ typedef struct sdc_adamw {
  * outside [0, 1), eps or lr or weight_decay negative or not finite, amsgrad)
  * are SDC_EINVAL with a message naming the value. */
 sdc_status sdc_adamw_init(sdc_adamw *o, size_t n, const sdc_adamw_hparams *h, sdc_error *err);
+/* The same with the moments on a backend's device (NULL: the CPU); params
+ * and grads passed to the steps are then that device's memory too. */
+sdc_status sdc_adamw_init_on(sdc_adamw *o, const sdc_backend *be, size_t n, const sdc_adamw_hparams *h,
+                             sdc_error *err);
 /* One step over params[n] with grads[n] (grads are read only) at learning
  * rate lr; increments o->step first. Deterministic: element-wise, so the
  * result does not depend on the number of threads. */
 void sdc_adamw_step(sdc_adamw *o, float *params, const float *grads, double lr);
+/* The same, also writing the updated weights into copy in dtype (the
+ * bf16/fp16 weights a GPU model computes with; NULL: none). */
+void sdc_adamw_step_into(sdc_adamw *o, float *params, const float *grads, double lr, void *copy, sdc_dtype dtype);
 /* The same update on a sub-range [begin, end) with an explicit step number
  * (the step counter is not touched): for callers that split the buffer into
  * buckets (one per all-reduce) and update each when its gradients arrive. */
 void sdc_adamw_update_range(const sdc_adamw *o, float *params, const float *grads, size_t begin, size_t end,
                             int64_t step, double lr);
+/* The per-element coefficients of step `step` at rate lr (for a backend's
+ * fused kernel, which then applies exactly adamw_block's math). */
+void sdc_adamw_args_at(const sdc_adamw *o, int64_t step, double lr, sdc_adamw_args *a);
 void sdc_adamw_free(sdc_adamw *o);
 
 #ifdef __cplusplus

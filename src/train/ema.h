@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "core/error.h"
 
 #ifdef __cplusplus
@@ -37,6 +38,7 @@ void sdc_ema_hparams_default(sdc_ema_hparams *h);
 
 typedef struct sdc_ema {
     sdc_ema_hparams h;
+    const sdc_backend *be; /* where the shadow lives */
     size_t n;
     float *shadow;              /* n floats: the averaged parameters */
     int64_t optimization_step;  /* EMAModel.optimization_step */
@@ -45,6 +47,10 @@ typedef struct sdc_ema {
 
 /* Shadow = a copy of params[n] (EMAModel(parameters)). */
 sdc_status sdc_ema_init(sdc_ema *e, const float *params, size_t n, const sdc_ema_hparams *h, sdc_error *err);
+/* The same with the shadow on a backend's device (NULL: the CPU); params is
+ * that device's memory. */
+sdc_status sdc_ema_init_on(sdc_ema *e, const sdc_backend *be, const float *params, size_t n, const sdc_ema_hparams *h,
+                           sdc_error *err);
 /* EMAModel.get_decay(optimization_step) */
 double sdc_ema_get_decay(const sdc_ema_hparams *h, int64_t optimization_step);
 /* EMAModel.step(parameters): optimization_step += 1, then the update.

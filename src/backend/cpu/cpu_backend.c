@@ -31,6 +31,17 @@ static const sdc_backend g_cpu = {
     .channel_sum = sdc_cpu_channel_sum,
     .upsample2x_backward = sdc_cpu_upsample2x_backward,
     .embedding_backward = sdc_cpu_embedding_backward,
+    .mem_alloc = sdc_cpu_mem_alloc,
+    .mem_free = sdc_cpu_mem_free,
+    .mem_zero = sdc_cpu_mem_zero,
+    .mem_copy = sdc_cpu_mem_copy,
+    .mem_upload = sdc_cpu_mem_copy,
+    .mem_download = sdc_cpu_mem_copy,
+    .cast = sdc_cpu_cast,
+    .sumsq = sdc_cpu_sumsq,
+    .scale = sdc_cpu_scale,
+    .adamw = sdc_cpu_adamw,
+    .ema = sdc_cpu_ema,
 };
 
 const sdc_backend *sdc_cpu_backend(void) { return &g_cpu; }

@@ -249,6 +249,18 @@ void sdc_cpu_channel_sum(sdc_tensor *dv, const sdc_tensor *dy, int64_t O, int64_
 void sdc_cpu_upsample2x_backward(sdc_tensor *dx, const sdc_tensor *dy, int64_t B, int64_t C, int64_t H, int64_t W);
 void sdc_cpu_embedding_backward(sdc_tensor *dtable, const sdc_tensor *dy, const int32_t *ids, int64_t n, int64_t D);
 
+/* Memory and optimiser entries (cpu_optim.c). */
+void *sdc_cpu_mem_alloc(size_t nbytes);
+void sdc_cpu_mem_free(void *p, size_t nbytes);
+void sdc_cpu_mem_zero(void *p, size_t nbytes);
+void sdc_cpu_mem_copy(void *dst, const void *src, size_t nbytes);
+void sdc_cpu_cast(void *dst, sdc_dtype dst_dtype, const void *src, sdc_dtype src_dtype, size_t n);
+double sdc_cpu_sumsq(const float *g, size_t n);
+void sdc_cpu_scale(float *x, size_t n, float a);
+void sdc_cpu_adamw(float *p, float *m, float *v, const float *g, size_t n, const sdc_adamw_args *a, void *copy,
+                   sdc_dtype copy_dtype);
+void sdc_cpu_ema(float *shadow, const float *p, size_t n, float one_minus_decay);
+
 /* Σx and Σ(x − μ)² in double (cpu_norm.c), for the norms and their backward. */
 double cpu_sum_f64(const float *x, int64_t n);
 double cpu_sqdev_f64(const float *x, int64_t n, double mu);

@@ -1,4 +1,5 @@
 /* Built instead of the .cu files when nvcc is not available (or NO_CUDA=1). */
+#include "backend/backend.h"
 #include "backend/cuda/cuda_runtime.h"
 
 int sdc_cuda_compiled(void) { return 0; }
@@ -10,3 +11,14 @@ sdc_status sdc_cuda_convert_to_f32(int device, float *dst, const void *src, sdc_
     (void)device, (void)dst, (void)src, (void)dtype, (void)n;
     return sdc_fail(err, SDC_EUNSUPPORTED, "this sdc was built without CUDA (rebuild with `make cuda`)");
 }
+const sdc_backend *sdc_cuda_backend(void) { return NULL; }
+
+sdc_status sdc_cuda_select(int index, sdc_error *err) {
+    return sdc_fail(err, SDC_EUNSUPPORTED, "cuda:%d: this sdc was built without CUDA (rebuild with `make cuda`)", index);
+}
+
+int sdc_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    *free_bytes = *total_bytes = 0;
+    return -1;
+}
+void sdc_cuda_set_tf32(int on) { (void)on; }

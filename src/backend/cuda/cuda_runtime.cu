@@ -24,6 +24,31 @@ extern "C" int sdc_cuda_device_count(void) {
     return n;
 }
 
+extern "C" sdc_status sdc_cuda_select(int index, sdc_error *err) {
+    int n = sdc_cuda_device_count();
+    if (n == 0) return sdc_fail(err, SDC_EUNSUPPORTED, "cuda:%d: no CUDA device found (driver missing or no GPU)", index);
+    if (index < 0 || index >= n)
+        return sdc_fail(err, SDC_EINVAL, "cuda:%d: no such device (%d found: cuda:0 to cuda:%d)", index, n, n - 1);
+    cudaError_t e = cudaSetDevice(index);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return sdc_fail(err, SDC_EIO, "cuda:%d: cannot use the device: %s", index, cudaGetErrorString(e));
+    }
+    return SDC_OK;
+}
+
+extern "C" int sdc_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    if (cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        *free_bytes = *total_bytes = 0;
+        return -1;
+    }
+    return 0;
+}
+
+extern int sdc_cuda_allow_tf32;
+extern "C" void sdc_cuda_set_tf32(int on) { sdc_cuda_allow_tf32 = on; }
+
 extern "C" void sdc_cuda_print_info(FILE *f) {
     int rt = 0;
     cudaRuntimeGetVersion(&rt);

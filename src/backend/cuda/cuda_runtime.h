@@ -18,6 +18,13 @@ extern "C" {
 int sdc_cuda_compiled(void);
 /* Number of usable CUDA devices (0 without CUDA, a driver, or a GPU). */
 int sdc_cuda_device_count(void);
+/* Makes device `index` this process's current device; an error naming the
+ * device when it does not exist or cannot be used. */
+sdc_status sdc_cuda_select(int index, sdc_error *err);
+/* Free and total memory of the current device, in bytes; 0 on success. */
+int sdc_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
+/* Lets fp32 matrix products use TF32 tensor cores (off by default). */
+void sdc_cuda_set_tf32(int on);
 /* Build features (cuBLASLt, cuDNN, NCCL versions) and the devices found. */
 void sdc_cuda_print_info(FILE *f);
 /* Converts n elements of src (host memory, F16/BF16/F32) to fp32 on device
