@@ -157,7 +157,7 @@ $(BUILD)/%.cu.o: %.cu | check-deps
 
 # The tests use the built ./sdc for the command-line cases.
 # CPU benchmarks (not tests): make bench
-BENCH_SRC := bench/unet_cpu.c bench/train_cpu.c
+BENCH_SRC := bench/unet_cpu.c bench/train_cpu.c bench/sdc_bench.c
 bench: $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 $(BUILD)/bench/%: bench/%.c $(LIB_OBJ) | check-deps
 	@mkdir -p $(dir $@)

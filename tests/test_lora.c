@@ -9,6 +9,7 @@
 #include "io/model.h"
 #include "io/safetensors.h"
 #include "nn/params.h"
+#include "single_recipe.h"
 #include "test.h"
 
 /* Merged weights are W + k·up·down with |W|, |k·up·down| < 2 and rank ≤ 4:
@@ -463,8 +464,7 @@ TEST(lora_errors) {
 /* The SGM names made from diffusers names (lora_kohya.c) are the inverse of
  * the single-file key map (keymap_unet.c) on SD1, SD2 and SDXL. */
 TEST(lora_sgm_names_match_keymap) {
-    static const char *const files[] = {"single/tiny-sd.safetensors", "single/tiny-sd2.safetensors",
-                                        "single/tiny-sdxl.safetensors"};
+    static const char *const files[] = {"tiny-sd", "tiny-sd2", "tiny-sdxl"}; /* tests/single_recipe.h */
     /* tiny SD2 has one resnet per level and attention on level 0 */
     static const int layers[] = {2, 1, 2};
     static const char *const proj_in[][3] = {
@@ -475,7 +475,7 @@ TEST(lora_sgm_names_match_keymap) {
     for (size_t f = 0; f < 3; f++) {
         sdc_model m;
         sdc_error err;
-        REQUIRE_OK(sdc_model_open(test_data(files[f]), NULL, &m, &err), &err);
+        REQUIRE_OK(sdc_model_open(test_single_file(files[f]), NULL, &m, &err), &err);
         sdc_params p;
         REQUIRE_OK(sdc_params_init(&p, "unet", &err), &err);
         size_t n = 0;

@@ -4,6 +4,7 @@
 #include "core/fs.h"
 #include "io/model.h"
 #include "io/safetensors.h"
+#include "single_recipe.h"
 #include "test.h"
 
 /* A writable copy of a test model under a fresh temporary directory. */
@@ -228,7 +229,7 @@ TEST(cli_errors_are_one_line) {
 TEST(model_open_single_files) {
     sdc_model m, f;
     sdc_error err;
-    REQUIRE_OK(sdc_model_open(test_data("single/tiny-sdxl.safetensors"), NULL, &m, &err), &err);
+    REQUIRE_OK(sdc_model_open(test_single_file("tiny-sdxl"), NULL, &m, &err), &err);
     CHECK(m.single_file && m.family == SDC_FAMILY_SDXL);
     CHECK_EQ_INT(m.ncomps, 4);
     const sdc_component *u = sdc_model_component(&m, "unet");
@@ -251,7 +252,9 @@ TEST(model_open_single_files) {
 
 TEST(cli_info_single_files) {
     static char out[65536];
-    CHECK_EQ_INT(run_sdc("info tests/data/single/tiny-sd.safetensors", out, sizeof out), 0);
+    char args[1024];
+    snprintf(args, sizeof args, "info '%s'", test_single_file("tiny-sd"));
+    CHECK_EQ_INT(run_sdc(args, out, sizeof out), 0);
     CHECK(strstr(out, "family:     SD 1.x") != NULL);
     CHECK(strstr(out, "single-file checkpoint") != NULL);
     CHECK(strstr(out, "problem: unknown tensor junk.tensor") != NULL);

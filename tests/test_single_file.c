@@ -12,6 +12,7 @@
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "io/single_file.h"
+#include "single_recipe.h"
 #include "test.h"
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -263,13 +264,13 @@ static const char *write_specs(const char *file, const spec *s, size_t n) {
 }
 
 /* A copy of a test file without the tensors whose names start with `drop`. */
-static const char *write_without(const char *rel, const char *drop, const char *file) {
+static const char *write_without(const char *src, const char *drop, const char *file) {
     static char path[1024];
     snprintf(path, sizeof path, "%s/%s", test_tmpdir(), file);
     sdc_weights w;
     sdc_weights_init(&w);
     sdc_error err;
-    if (sdc_safetensors_read(test_data(rel), &w, &err) != SDC_OK) {
+    if (sdc_safetensors_read(src, &w, &err) != SDC_OK) {
         CHECK_MSG(0, "%s", err.msg);
         return path;
     }
@@ -291,7 +292,7 @@ static const char *write_without(const char *rel, const char *drop, const char *
 TEST(single_file_sd1) {
     sdc_single_file sf;
     sdc_error err;
-    REQUIRE_OK(sdc_single_file_load(test_data("single/tiny-sd.safetensors"), &sf, &err), &err);
+    REQUIRE_OK(sdc_single_file_load(test_single_file("tiny-sd"), &sf, &err), &err);
     CHECK(sf.family == SDC_FAMILY_SD1);
     CHECK_EQ_INT(sf.components, SDC_SF_UNET | SDC_SF_VAE | SDC_SF_TEXT_ENCODER);
     CHECK(!sf.diffusers_names);
@@ -337,10 +338,10 @@ TEST(single_file_sd1) {
     sdc_single_file_free(&sf);
 }
 
-static void check_sd2(const char *rel) {
+static void check_sd2(const char *path) {
     sdc_single_file sf;
     sdc_error err;
-    REQUIRE_OK(sdc_single_file_load(test_data(rel), &sf, &err), &err);
+    REQUIRE_OK(sdc_single_file_load(path, &sf, &err), &err);
     CHECK(sf.family == SDC_FAMILY_SD2);
     CHECK_EQ_INT(sf.components, SDC_SF_UNET | SDC_SF_VAE | SDC_SF_TEXT_ENCODER);
     CHECK_EQ_INT(sf.text_layers_stored[0], 3);
@@ -369,9 +370,9 @@ static void check_sd2(const char *rel) {
     sdc_single_file_free(&sf);
 }
 
-TEST(single_file_sd2) { check_sd2("single/tiny-sd2.safetensors"); }
+TEST(single_file_sd2) { check_sd2(test_single_file("tiny-sd2")); }
 
-TEST(single_file_sd2_ckpt) { check_sd2("single/tiny-sd2.ckpt"); }
+TEST(single_file_sd2_ckpt) { check_sd2(test_data("single/tiny-sd2.ckpt")); }
 
 /* The UNet-only file is the model.diffusion_model.* subset of the
  * diffusers-verified tiny-sd2.safetensors, cut here (raw keys, no key map
@@ -400,7 +401,7 @@ fail:
 TEST(single_file_unet_only) {
     sdc_single_file sf;
     sdc_error err = {0};
-    char *path = write_unet_subset(test_data("single/tiny-sd2.safetensors"), &err);
+    char *path = write_unet_subset(test_single_file("tiny-sd2"), &err);
     if (!path) {
         CHECK_MSG(0, "cannot write the UNet subset: %s", err.msg);
         return;
@@ -419,7 +420,7 @@ TEST(single_file_unet_only) {
 TEST(single_file_sdxl) {
     sdc_single_file sf;
     sdc_error err;
-    REQUIRE_OK(sdc_single_file_load(test_data("single/tiny-sdxl.safetensors"), &sf, &err), &err);
+    REQUIRE_OK(sdc_single_file_load(test_single_file("tiny-sdxl"), &sf, &err), &err);
     CHECK(sf.family == SDC_FAMILY_SDXL);
     CHECK_EQ_INT(sf.components, SDC_SF_UNET | SDC_SF_VAE | SDC_SF_TEXT_ENCODER | SDC_SF_TEXT_ENCODER_2);
     CHECK_EQ_INT(sf.text_layers_stored[0], 5);
@@ -715,7 +716,7 @@ TEST(single_file_bad_inputs) {
     spec vae_attn[] = {{"first_stage_model.encoder.mid.attn_1.q.weight", 4, {4, 4, 3, 3}}};
     expect_error(write_specs("vae-attn.safetensors", vae_attn, 1), SDC_EFORMAT, "1x1 convolution");
     /* blocks missing from a real file */
-    const char *sd = "single/tiny-sd.safetensors";
+    const char *sd = test_single_file("tiny-sd");
     expect_error(write_without(sd, "model.diffusion_model.input_blocks.2.", "no-in2.safetensors"), SDC_EFORMAT,
                  "\"model.diffusion_model.input_blocks.2\" is missing");
     expect_error(write_without(sd, "model.diffusion_model.input_blocks.5.", "no-in5.safetensors"), SDC_EFORMAT,

@@ -14,6 +14,7 @@
 #include "data/clip_tokenizer.h"
 #include "io/json.h"
 #include "io/safetensors.h"
+#include "single_recipe.h"
 #include "test.h"
 
 #define SD_TOK "tiny-sd/tokenizer"
@@ -521,11 +522,12 @@ TEST(tokenizer_cli_plain_and_errors) {
 TEST(tokenizer_cli_single_file) {
     static char out[65536];
     char args[2048];
-    const char *files[3] = {"single/tiny-sd.safetensors", "single/tiny-sd2.ckpt", "single/tiny-sdxl.safetensors"};
+    const char *files[3] = {"tiny-sd", "single/tiny-sd2.ckpt", "tiny-sdxl"}; /* tests/single_recipe.h, tests/data */
     const char *want[3] = {"tokenizer: 49406 2368 49407 49407", "tokenizer: 49406 2368 49407 0 0",
                            "tokenizer: 49406 2368 49407 49407"};
     for (int f = 0; f < 3; f++) {
-        snprintf(args, sizeof args, "tokenize --model %s --prompt cat", test_data(files[f]));
+        const char *path = f == 1 ? test_data(files[f]) : test_single_file(files[f]);
+        snprintf(args, sizeof args, "tokenize --model %s --prompt cat", path);
         CHECK_EQ_INT(run_sdc(args, out, sizeof out), 0);
         CHECK_MSG(strncmp(out, want[f], strlen(want[f])) == 0, "%s: %.80s", files[f], out);
         const char *second = strstr(out, "tokenizer_2: ");

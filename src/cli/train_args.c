@@ -113,7 +113,7 @@ static int build_table(cli_flag *t, sdc_train_args *a, train_extra *x) {
         CLI_FLAG("validation_epochs", CLI_I64, &a->validation_epochs, "N", "also validate every N epochs (text_to_image)",
                  "end only", OU),
         CLI_FLAG("save_single_file", CLI_BOOL, &a->save_single_file, NULL,
-                 "full fine-tune: also output_dir/model.safetensors in the original (A1111/ComfyUI) layout, SD 1.x",
+                 "full fine-tune: also output_dir/model.safetensors in the original (A1111/ComfyUI) layout",
                  "off", OU),
         CLI_FLAG("lora_format", CLI_STR, &a->lora_format, "FMT",
                  "LoRA file: diffusers (pytorch_lora_weights.safetensors), kohya (for A1111/ComfyUI/kohya), or both",

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -179,9 +180,9 @@ sdc_status sdc_lora_write_diffusers(const char *path, const sdc_lora_set *unet, 
             const sdc_lora_adapter *a = &sets[c]->adapters[i];
             module_of(sets[c], i, mod, sizeof mod);
             snprintf(key, sizeof key, "%s.%s.%s", comp[c], mod, down[c]);
-            s = out_add(&o, key, a->A.ndim, a->A.shape, a->A.data, dtype, err);
+            s = out_add(&o, key, a->A.ndim, a->A.shape, sdc_params_host_of(&sets[c]->params, &a->A), dtype, err);
             snprintf(key, sizeof key, "%s.%s.%s", comp[c], mod, up[c]);
-            if (s == SDC_OK) s = out_add(&o, key, a->B.ndim, a->B.shape, a->B.data, dtype, err);
+            if (s == SDC_OK) s = out_add(&o, key, a->B.ndim, a->B.shape, sdc_params_host_of(&sets[c]->params, &a->B), dtype, err);
         }
         if (s == SDC_OK && !peft_config(m, sets[c], comp[c])) s = sdc_fail(err, SDC_ENOMEM, "%s: out of memory", path);
     }
@@ -249,9 +250,9 @@ sdc_status sdc_lora_write_kohya(const char *path, const sdc_lora_set *unet, cons
             s = kohya_name(path, prefix[c], mod, c == 0 ? sgm : NULL, name, sizeof name, err);
             if (s != SDC_OK) break;
             snprintf(key, sizeof key, "%s.lora_down.weight", name);
-            s = out_add(&o, key, a->A.ndim, a->A.shape, a->A.data, dtype, err);
+            s = out_add(&o, key, a->A.ndim, a->A.shape, sdc_params_host_of(&sets[c]->params, &a->A), dtype, err);
             snprintf(key, sizeof key, "%s.lora_up.weight", name);
-            if (s == SDC_OK) s = out_add(&o, key, a->B.ndim, a->B.shape, a->B.data, dtype, err);
+            if (s == SDC_OK) s = out_add(&o, key, a->B.ndim, a->B.shape, sdc_params_host_of(&sets[c]->params, &a->B), dtype, err);
             /* F32 whatever dtype: alpha/r must come back exactly */
             float al = (float)alpha_of(a);
             snprintf(key, sizeof key, "%s.alpha", name);
@@ -314,9 +315,11 @@ sdc_status sdc_unet_write_diffusers(const char *dir, const sdc_params *unet, con
 
 /* ---- a pipeline folder ------------------------------------------------------------------- */
 
-/* Hard link src at dst, or copy it (other file system, no permission). */
+/* Hard link src at dst, or copy it (other file system, no permission). A
+ * symbolic link is followed: the base model's relative links would not
+ * resolve from the new folder. */
 static sdc_status link_or_copy(const char *src, const char *dst, sdc_error *err) {
-    if (link(src, dst) == 0) return SDC_OK;
+    if (linkat(AT_FDCWD, src, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) == 0) return SDC_OK;
     char *buf = NULL;
     size_t n = 0;
     SDC_TRY(sdc_read_file(src, &buf, &n, err));

@@ -9,7 +9,7 @@
 #include "core/fs.h"
 #include "core/rng.h"
 
-static void release_device(sdc_params *p);
+static void release_device(sdc_params *p, int rebind);
 
 sdc_status sdc_params_init(sdc_params *p, const char *component, sdc_error *err) {
     memset(p, 0, sizeof *p);
@@ -25,7 +25,7 @@ void sdc_params_free(sdc_params *p) {
     for (size_t i = 0; i < p->count; i++) free(p->items[i].name);
     free(p->items);
     sdc_strmap_free(&p->index);
-    if (p->be) release_device(p);
+    if (p->be) release_device(p, 0);
     free(p->data);
     free(p->grad);
     free(p->component);
@@ -181,8 +181,9 @@ void sdc_params_sync_device(sdc_params *p) {
     }
 }
 
-/* Frees the device buffers and rebinds the slots to the host copy. */
-static void release_device(sdc_params *p) {
+/* Frees the device buffers and (rebind) points the slots at the host copy;
+ * not while freeing: the modules holding the slots may be gone already. */
+static void release_device(sdc_params *p, int rebind) {
     const size_t n = p->total ? p->total : 16;
     if (p->master && p->master != p->dev) p->be->mem_free(p->master, n * sizeof(float));
     p->be->mem_free(p->dev, n * sdc_dtype_size(p->dev_dtype));
@@ -194,13 +195,13 @@ static void release_device(sdc_params *p) {
     p->dev = NULL;
     p->master = NULL;
     p->device = (sdc_device){SDC_CPU, 0};
-    bind_slots(p, p->data, SDC_F32, p->device);
+    if (rebind) bind_slots(p, p->data, SDC_F32, p->device);
 }
 
 void sdc_params_to_host(sdc_params *p) {
     if (!p->be) return;
     sdc_params_sync_host(p);
-    release_device(p);
+    release_device(p, 1);
 }
 
 sdc_param *sdc_params_find(const sdc_params *p, const char *name) {
@@ -290,4 +291,11 @@ char *sdc_pname(char *buf, size_t cap, const char *fmt, ...) {
     va_end(ap);
     SDC_ASSERT(n >= 0 && (size_t)n < cap);
     return buf;
+}
+
+const float *sdc_params_host_of(const sdc_params *p, const sdc_tensor *t) {
+    if (!p->be) return t->data;
+    size_t off = (size_t)((const unsigned char *)t->data - (const unsigned char *)p->dev) / sdc_dtype_size(p->dev_dtype);
+    SDC_ASSERT(off < p->total);
+    return p->data + off;
 }

@@ -105,6 +105,10 @@ void sdc_params_sync_device(sdc_params *p);
 /* Back to the host for good: sync, free the device buffers (gradients
  * too), slots rebound to p->data in fp32. */
 void sdc_params_to_host(sdc_params *p);
+/* The host fp32 copy of a tensor bound to p (a slot, or a view within one):
+ * the slot's own data on the CPU, its place in p->data when p is on a GPU
+ * (current after sdc_params_sync_host). For writers of files. */
+const float *sdc_params_host_of(const sdc_params *p, const sdc_tensor *t);
 /* The fp32 weights the optimiser updates, where they live. */
 static inline float *sdc_params_master(const sdc_params *p) { return p->be ? p->master : p->data; }
 

@@ -533,12 +533,10 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
     sdc_remove_tree(tmp); /* empty after the moves; everything on failure */
     if (st == SDC_OK) SDC_INFO("wrote the fine-tuned model to %s", a->output_dir);
     if (st == SDC_OK && a->save_single_file) {
-        if (r->sd.family != SDC_FAMILY_SD1)
-            return sdc_fail(err, SDC_EUNSUPPORTED, "--save_single_file supports SD 1.x models so far (the folder was written)");
         char sf[4300];
         snprintf(sf, sizeof sf, "%s/model.safetensors", a->output_dir);
-        st = sdc_single_file_write_sd1(sf, &r->sd.unet->params, &r->sd.vae->params, r->sd.vae->cfg.levels,
-                                       &r->sd.te[0]->params, SDC_F16, err);
+        st = sdc_single_file_write(sf, r->sd.family, &r->sd.unet->params, &r->sd.vae->params, r->sd.vae->cfg.levels,
+                                   &r->sd.te[0]->params, r->sd.nte == 2 ? &r->sd.te[1]->params : NULL, SDC_F16, err);
         if (st == SDC_OK) SDC_INFO("wrote %s", sf);
     }
     return st;
