@@ -11,6 +11,9 @@
 #include "core/error.h"
 
 typedef struct sdc_train_args {
+    /* where: "cpu", "cuda", "cuda:N"; precision "no" | "fp16" | "bf16" (GPU only) */
+    const char *device, *mixed_precision;
+    int allow_tf32;
     /* model */
     const char *pretrained_model_name_or_path, *pretrained_vae_model_name_or_path, *variant;
     /* data */
