@@ -21,7 +21,8 @@
 //   generic: CUDA cores, fp32 math, any dtype and any D ≤ 256; the reference.
 //   tc:      BF16/F16 on tensor cores (mma.sync m16n8k16, fp32 accumulate),
 //            D % 8 == 0, D ≤ 160, padded to a multiple of 16 inside shared memory.
-// attn_choose() is the one place that picks between them.
+// attn_choose() is the one place that picks between them. Head dimensions
+// above 256 (the VAE) go to cuda_attention_wide.cu's matrix-product path.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -102,6 +103,10 @@ static float *attn_scratch(size_t nfloats) {
 extern "C" void sdc_cuda_attention(sdc_tensor *out, const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v,
                                    int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim, float scale,
                                    int causal) {
+    if (head_dim > ATTN_MAX_D) {
+        sdc_cuda_attention_wide(out, q, k, v, B, Tq, Tk, heads, head_dim, scale, causal);
+        return;
+    }
     attn_args a = attn_make_args(q, k, v, B, Tq, Tk, heads, head_dim, scale, causal);
     SDC_ASSERT(out->dtype == q->dtype);
     a.out = out->data;
@@ -117,6 +122,10 @@ extern "C" void sdc_cuda_attention_backward(sdc_tensor *dq, sdc_tensor *dk, sdc_
                                             int64_t Tq, int64_t Tk, int heads, int64_t head_dim, float scale,
                                             int causal) {
     if (!dq && !dk && !dv) return;
+    if (head_dim > ATTN_MAX_D) {
+        sdc_cuda_attention_wide_backward(dq, dk, dv, dout, q, k, v, B, Tq, Tk, heads, head_dim, scale, causal);
+        return;
+    }
     attn_args a = attn_make_args(q, k, v, B, Tq, Tk, heads, head_dim, scale, causal);
     SDC_ASSERT(dout->dtype == q->dtype);
     SDC_ASSERT((!dq || dq->dtype == q->dtype) && (!dk || dk->dtype == q->dtype) && (!dv || dv->dtype == q->dtype));
