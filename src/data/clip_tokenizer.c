@@ -108,8 +108,13 @@ static sdc_status vocab_from_json(sdc_clip_tokenizer *t, const cJSON *obj, const
             c->valuedouble > 2147483647.0)
             return sdc_fail(err, SDC_EFORMAT, "%s: vocabulary entry \"%s\" must map to a non-negative integer id",
                             what, c->string ? c->string : "");
-        count++;
-        bytes += strlen(c->string) + 1;
+        size_t len = strlen(c->string);
+        if (len > SDC_CLIP_MAX_TOKEN_BYTES)
+            return sdc_fail(err, SDC_ELIMIT, "%s: vocabulary token \"%.40s...\" is %zu bytes, more than the %d sdc accepts",
+                            what, c->string, len, SDC_CLIP_MAX_TOKEN_BYTES);
+        if (++count > SDC_CLIP_MAX_TOKENS)
+            return sdc_fail(err, SDC_ELIMIT, "%s: more than %u vocabulary entries", what, SDC_CLIP_MAX_TOKENS);
+        bytes += len + 1;
     }
     if (count == 0) return sdc_fail(err, SDC_EFORMAT, "%s: the vocabulary is empty", what);
     SDC_TRY(vocab_init(t, bytes, count, err));
@@ -179,6 +184,10 @@ static sdc_status merges_from_text(sdc_clip_tokenizer *t, const char *text, size
                                    size_t max_merges, sdc_error *err) {
     size_t lines = 1;
     for (size_t i = 0; i < len; i++) lines += text[i] == '\n';
+    /* +2: a "#version" line and a final newline */
+    if (lines > (size_t)SDC_CLIP_MAX_TOKENS + 2)
+        return sdc_fail(err, SDC_ELIMIT, "%s: %zu lines, more than the %u merges sdc accepts", path, lines,
+                        SDC_CLIP_MAX_TOKENS);
     SDC_TRY(merges_init(t, lines, err));
     char *scratch = malloc(len + 1);
     if (!scratch) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", path);
@@ -219,6 +228,8 @@ static sdc_status merges_from_json(sdc_clip_tokenizer *t, const cJSON *arr, cons
     if (!cJSON_IsArray(arr)) return sdc_fail(err, SDC_EFORMAT, "%s: \"model.merges\" must be a list", path);
     int n = cJSON_GetArraySize(arr);
     if (n == 0) return sdc_fail(err, SDC_EFORMAT, "%s: \"model.merges\" is empty (a vocabulary without merges cannot be used)", path);
+    if ((unsigned)n > SDC_CLIP_MAX_TOKENS)
+        return sdc_fail(err, SDC_ELIMIT, "%s: %d merges, more than the %u sdc accepts", path, n, SDC_CLIP_MAX_TOKENS);
     SDC_TRY(merges_init(t, (size_t)n, err));
     size_t longest = 0;
     for (const cJSON *m = arr->child; m; m = m->next) {
@@ -374,6 +385,9 @@ static sdc_status token_parse(const cJSON *v, int special, clip_token *tok, cons
     const cJSON *content = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "content") : v;
     if (!cJSON_IsString(content))
         return sdc_fail(err, SDC_EFORMAT, "%s: %s must be a string or an object with a \"content\" string", what, key);
+    if (strlen(content->valuestring) > SDC_CLIP_MAX_TOKEN_BYTES)
+        return sdc_fail(err, SDC_ELIMIT, "%s: %s \"%.40s...\" is longer than the %d bytes sdc accepts", what, key,
+                        content->valuestring, SDC_CLIP_MAX_TOKEN_BYTES);
     char *c = sdc_strdup(content->valuestring);
     if (!c) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", what);
     free(tok->content);
@@ -440,6 +454,8 @@ static sdc_status config_tokens(const cJSON *obj, clip_config *c, const char *wh
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(obj, lists[k]);
         if (!cJSON_IsArray(list)) continue;
         for (const cJSON *e = list->child; e; e = e->next) {
+            if (c->nextra >= SDC_CLIP_MAX_ADDED)
+                return sdc_fail(err, SDC_ELIMIT, "%s: more than %d %s", what, SDC_CLIP_MAX_ADDED, lists[k]);
             clip_token *grown = realloc(c->extra, (size_t)(c->nextra + 1) * sizeof *grown);
             if (!grown) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", what);
             c->extra = grown;
@@ -455,6 +471,8 @@ static sdc_status config_tokens(const cJSON *obj, clip_config *c, const char *wh
  * is an object, else named by `content` (added_tokens.json). */
 static sdc_status pending_add(clip_config *c, const cJSON *o, const char *content, int64_t id, const char *what,
                               sdc_error *err) {
+    if (c->npending >= SDC_CLIP_MAX_ADDED)
+        return sdc_fail(err, SDC_ELIMIT, "%s: more than %d added tokens", what, SDC_CLIP_MAX_ADDED);
     clip_pending *grown = realloc(c->pending, (size_t)(c->npending + 1) * sizeof *grown);
     if (!grown) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", what);
     c->pending = grown;
@@ -467,6 +485,9 @@ static sdc_status pending_add(clip_config *c, const cJSON *o, const char *conten
             return sdc_fail(err, SDC_EFORMAT, "%s: an added token must be an object with a \"content\" string", what);
         return token_parse(o, 0, &p->tok, what, "an added token", err);
     }
+    if (strlen(content) > SDC_CLIP_MAX_TOKEN_BYTES)
+        return sdc_fail(err, SDC_ELIMIT, "%s: added token \"%.40s...\" is longer than the %d bytes sdc accepts", what,
+                        content, SDC_CLIP_MAX_TOKEN_BYTES);
     p->tok.content = sdc_strdup(content);
     if (!p->tok.content) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", what);
     for (int i = 0; i < NTOK; i++)
@@ -653,6 +674,10 @@ static sdc_status load_vocab_merges(sdc_clip_tokenizer *t, const char *vpath, co
     sdc_status s = vocab_from_json(t, v, vpath, err);
     cJSON_Delete(v);
     SDC_TRY(s);
+    int64_t size = sdc_file_size(mpath);
+    if (size > (int64_t)SDC_CLIP_MAX_FILE)
+        return sdc_fail(err, SDC_ELIMIT, "%s: %lld bytes, more than the %u MiB sdc reads", mpath, (long long)size,
+                        SDC_CLIP_MAX_FILE >> 20);
     char *text = NULL;
     size_t len = 0;
     SDC_TRY(sdc_read_file(mpath, &text, &len, err));

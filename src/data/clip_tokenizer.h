@@ -19,6 +19,16 @@ extern "C" {
 
 typedef struct sdc_clip_tokenizer sdc_clip_tokenizer;
 
+/* Limits on tokenizer files (SDC_ELIMIT beyond them), checked before the
+ * tables are allocated. CLIP has 49408 tokens and 48894 merges, the largest
+ * BPE vocabularies a few hundred thousand; tokens are tens of bytes. The
+ * JSON files are also bounded by SDC_JSON_MAX_FILE (io/json.h). Added tokens
+ * are searched linearly at every prompt position, hence their own cap. */
+#define SDC_CLIP_MAX_FILE (64u << 20)  /* merges.txt */
+#define SDC_CLIP_MAX_TOKENS (1u << 22) /* vocabulary entries; merges */
+#define SDC_CLIP_MAX_TOKEN_BYTES 1024  /* one vocabulary or added token */
+#define SDC_CLIP_MAX_ADDED 10000       /* added and special tokens listed */
+
 /* Loads a diffusers `tokenizer` folder: tokenizer.json (model.vocab +
  * model.merges) if present, else vocab.json + merges.txt; then
  * tokenizer_config.json / special_tokens_map.json for bos/eos/pad/unk,

@@ -35,6 +35,7 @@ extern "C" {
 
 #define SDC_DATASET_MAX_ITEMS 10000000ll   /* items in one dataset */
 #define SDC_DATASET_MAX_CAPTION (64 << 10) /* bytes in one caption */
+#define SDC_DATASET_MAX_LINE (1 << 20)     /* bytes in one metadata.jsonl line */
 
 typedef struct sdc_dataset_item {
     char *path;    /* full path (DIR joined with the relative name) */
@@ -56,8 +57,9 @@ sdc_status sdc_dataset_push(sdc_dataset *ds, const char *path, const char *capti
 /* diffusers imagefolder. caption_column NULL means "text". With
  * metadata.jsonl: one object per non-blank line; errors name the file and
  * line for bad JSON, a missing/non-string caption column (a list of strings
- * gives its first, as the scripts' non-training path does), or a file_name
- * that is missing or not a file. Without it: all images, caption "".
+ * gives its first, as the scripts' non-training path does), a file_name
+ * that is missing or not a file, a line that is not UTF-8, and (SDC_ELIMIT)
+ * a line longer than SDC_DATASET_MAX_LINE, checked before it is parsed. Without it: all images, caption "".
  * An empty result is an error (SDC_ENOTFOUND), as is a missing DIR. */
 sdc_status sdc_dataset_scan_imagefolder(sdc_dataset *ds, const char *dir, const char *caption_column,
                                         sdc_error *err);

@@ -108,18 +108,28 @@ static sdc_status list_images(const char *dir, int recursive, strlist *out, sdc_
         strlist_free(out);
         return s;
     }
-    qsort(out->v, (size_t)out->n, sizeof *out->v, cmp_str);
+    if (out->n > 1) qsort(out->v, (size_t)out->n, sizeof *out->v, cmp_str); /* v is NULL when empty */
     return SDC_OK;
 }
 
-/* Structural UTF-8 check (lead byte + continuation bytes; no overlong or
- * surrogate checks - the tokenizer decodes with replacement anyway). */
+/* Strict UTF-8 (RFC 3629), as Python decodes captions: no overlong forms,
+ * no surrogates, nothing above U+10FFFF. The lead byte bounds the second
+ * byte: E0 -> A0..BF, ED -> 80..9F, F0 -> 90..BF, F4 -> 80..8F. */
 static int valid_utf8(const unsigned char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         unsigned c = s[i];
-        size_t k = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 9;
-        if (k == 9 || i + k >= n) return 0;
-        for (size_t j = 1; j <= k; j++)
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) k = 1;
+        else if (c >= 0xE0 && c <= 0xEF) k = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        else if (c >= 0xF0 && c <= 0xF4) k = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        else return 0;
+        if (n - i <= k || s[i + 1] < lo || s[i + 1] > hi) return 0;
+        for (size_t j = 2; j <= k; j++)
             if ((s[i + j] & 0xC0) != 0x80) return 0;
         i += k + 1;
     }
@@ -170,6 +180,16 @@ static sdc_status scan_metadata(sdc_dataset *ds, const char *dir, const char *mp
         if (k == llen) continue; /* blank line */
         char where[1200];
         snprintf(where, sizeof where, "%s line %lld", mpath, (long long)lineno);
+        /* datasets' JSON reader refuses both; checked before cJSON allocates */
+        if (llen > SDC_DATASET_MAX_LINE) {
+            s = sdc_fail(err, SDC_ELIMIT, "%s: %zu bytes, more than the %d sdc reads in one line", where, llen,
+                         SDC_DATASET_MAX_LINE);
+            break;
+        }
+        if (!valid_utf8((const unsigned char *)line, llen)) {
+            s = sdc_fail(err, SDC_EFORMAT, "%s: not valid UTF-8", where);
+            break;
+        }
         cJSON *obj = NULL;
         s = sdc_json_parse(line, llen, where, &obj, err);
         if (s != SDC_OK) {
@@ -217,7 +237,7 @@ static sdc_status scan_metadata(sdc_dataset *ds, const char *dir, const char *mp
     }
     free(text);
     if (s == SDC_OK) {
-        qsort(items, (size_t)n, sizeof *items, cmp_meta);
+        if (n > 1) qsort(items, (size_t)n, sizeof *items, cmp_meta); /* items is NULL when n == 0 */
         for (int64_t i = 0; s == SDC_OK && i < n; i++) {
             char *full = sdc_path_join(dir, items[i].rel);
             s = full ? sdc_dataset_push(ds, full, items[i].caption, err)

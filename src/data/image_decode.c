@@ -107,6 +107,7 @@ typedef struct jpeg_err {
     struct jpeg_error_mgr mgr;
     jmp_buf jb;
     char msg[JMSG_LENGTH_MAX];
+    int scans; /* set when the scan limit stopped the decode */
 } jpeg_err;
 
 /* libjpeg's default error_exit calls exit(): jump back instead. */
@@ -114,6 +115,18 @@ static void jpeg_error_exit(j_common_ptr c) {
     jpeg_err *e = (jpeg_err *)c->err;
     c->err->format_message(c, e->msg);
     longjmp(e->jb, 1);
+}
+
+/* libjpeg calls this between steps of its input and output passes; a
+ * progressive file past the scan limit is stopped here, as libjpeg-turbo's
+ * documentation advises (its djpeg -maxscans). */
+static void jpeg_progress(j_common_ptr c) {
+    j_decompress_ptr d = (j_decompress_ptr)c;
+    if (d->input_scan_number > SDC_IMAGE_MAX_JPEG_SCANS) {
+        jpeg_err *e = (jpeg_err *)c->err;
+        e->scans = d->input_scan_number;
+        longjmp(e->jb, 1);
+    }
 }
 
 /* Warnings are ignored (PIL ignores them too), except a premature end of
@@ -145,10 +158,11 @@ typedef struct jpeg_state {
 } jpeg_state;
 
 /* Volatile-free: everything that outlives a longjmp lives in *st. */
-static int jpeg_decode(struct jpeg_decompress_struct *ci, jpeg_err *je, const uint8_t *data, size_t len,
-                       int apply_exif, jpeg_state *st, long long *fw, long long *fh) {
+static int jpeg_decode(struct jpeg_decompress_struct *ci, jpeg_err *je, struct jpeg_progress_mgr *progress,
+                       const uint8_t *data, size_t len, int apply_exif, jpeg_state *st, long long *fw, long long *fh) {
     if (setjmp(je->jb)) return -1;
     jpeg_create_decompress(ci);
+    ci->progress = progress;
     jpeg_mem_src(ci, data, (unsigned long)len);
     if (apply_exif) jpeg_save_markers(ci, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(ci, TRUE);
@@ -191,15 +205,21 @@ static sdc_status load_jpeg(const char *path, const uint8_t *data, size_t len, i
     ci.err = jpeg_std_error(&je.mgr);
     je.mgr.error_exit = jpeg_error_exit;
     je.mgr.emit_message = jpeg_emit_message;
+    struct jpeg_progress_mgr progress;
+    memset(&progress, 0, sizeof progress);
+    progress.progress_monitor = jpeg_progress;
     jpeg_state st = {NULL, NULL, 1};
     long long fw = 0, fh = 0;
-    int r = jpeg_decode(&ci, &je, data, len, apply_exif, &st, &fw, &fh);
+    int r = jpeg_decode(&ci, &je, &progress, data, len, apply_exif, &st, &fw, &fh);
     jpeg_destroy_decompress(&ci);
     free(st.row);
     if (r != 0) {
         free(st.rgb);
         if (r == -2) return limit_error(err, path, "JPEG", fw, fh);
         if (r == -3) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory for a %lldx%lld JPEG", path, fw, fh);
+        if (je.scans)
+            return sdc_fail(err, SDC_ELIMIT, "%s: progressive JPEG with more than %d scans, beyond what sdc decodes",
+                            path, SDC_IMAGE_MAX_JPEG_SCANS);
         return sdc_fail(err, SDC_EFORMAT, "%s: corrupt or truncated JPEG (%s)", path, je.msg);
     }
     out->w = (int)fw;

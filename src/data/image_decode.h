@@ -14,8 +14,11 @@
  *
  * Limits, checked from the header before any pixel buffer is allocated:
  * w, h <= SDC_IMAGE_MAX_SIDE and w*h <= SDC_IMAGE_MAX_PIXELS (decompression
- * bombs) -> SDC_ELIMIT. Corrupt or truncated files -> SDC_EFORMAT. Each
- * message names the file. */
+ * bombs) -> SDC_ELIMIT; so is a progressive JPEG of more than
+ * SDC_IMAGE_MAX_JPEG_SCANS scans (each scan is a pass over the whole image,
+ * so a small file of thousands of empty scans would take minutes; encoders
+ * write about 10). Corrupt or truncated files -> SDC_EFORMAT. Each message
+ * names the file. */
 #ifndef SDC_DATA_IMAGE_DECODE_H
 #define SDC_DATA_IMAGE_DECODE_H
 
@@ -29,6 +32,7 @@ extern "C" {
 
 #define SDC_IMAGE_MAX_SIDE 16384
 #define SDC_IMAGE_MAX_PIXELS (64ll << 20)
+#define SDC_IMAGE_MAX_JPEG_SCANS 1000
 
 /* Interleaved RGB, h rows of w pixels, rgb malloc'd (w*h*3 bytes). */
 typedef struct sdc_image {

@@ -15,10 +15,28 @@ sdc_status sdc_json_parse(const char *text, size_t len, const char *what, cJSON 
      * "lambda_min_clipped": -Infinity) writes Infinity, -Infinity and NaN,
      * which are not JSON: outside strings they become ±1e999 (±inf through
      * strtod) and null. */
+    /* Values outside strings: at most 1 + one per ',' + one per '[' or '{'
+     * (the first member of a container); counted before cJSON allocates. */
+    uint64_t values = 1;
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (in_str) {
+            if (ch == '\\') i++;
+            else if (ch == '"') in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == ',' || ch == '[' || ch == '{') {
+            values++;
+        }
+    }
+    if (values > SDC_JSON_MAX_VALUES)
+        return sdc_fail(err, SDC_ELIMIT, "%s: JSON with more than %u values, beyond what sdc parses", what,
+                        SDC_JSON_MAX_VALUES);
     char *buf = malloc(2 * len + 1);
     if (!buf) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", what);
     size_t o = 0;
-    int in_str = 0;
+    in_str = 0;
     for (size_t i = 0; i < len; i++) {
         char ch = text[i];
         if (in_str) {
@@ -59,6 +77,11 @@ sdc_status sdc_json_parse(const char *text, size_t len, const char *what, cJSON 
 }
 
 sdc_status sdc_json_load_object(const char *path, cJSON **out, sdc_error *err) {
+    *out = NULL;
+    int64_t size = sdc_file_size(path);
+    if (size > (int64_t)SDC_JSON_MAX_FILE)
+        return sdc_fail(err, SDC_ELIMIT, "%s: JSON file of %lld bytes, more than the %u MiB sdc reads", path,
+                        (long long)size, SDC_JSON_MAX_FILE >> 20);
     char *text;
     size_t len;
     SDC_TRY(sdc_read_file(path, &text, &len, err));

@@ -9,10 +9,21 @@
 
 #include "core/error.h"
 
+/* Limits checked before cJSON allocates anything. A JSON file sdc reads
+ * whole (configs, model_index.json, vocab.json, tokenizer.json, shard
+ * indexes: the largest real ones are a few MB) may be at most
+ * SDC_JSON_MAX_FILE bytes. Any JSON text may hold at most SDC_JSON_MAX_VALUES
+ * values: cJSON spends ~64 bytes per value, so "[0,0,0,...]" would otherwise
+ * cost 32x its size (a 100 MB safetensors header, 3 GB). */
+#define SDC_JSON_MAX_FILE (64u << 20)
+#define SDC_JSON_MAX_VALUES (8u << 20)
+
 /* Parses text (len bytes, need not be NUL-terminated) strictly: no trailing
- * garbage, no embedded NUL. `what` names the source in messages. */
+ * garbage, no embedded NUL, at most SDC_JSON_MAX_VALUES values (SDC_ELIMIT).
+ * `what` names the source in messages. */
 sdc_status sdc_json_parse(const char *text, size_t len, const char *what, cJSON **out, sdc_error *err);
-/* Reads and parses a file; the top level must be an object. */
+/* Reads and parses a file of at most SDC_JSON_MAX_FILE bytes (SDC_ELIMIT,
+ * checked before reading); the top level must be an object. */
 sdc_status sdc_json_load_object(const char *path, cJSON **out, sdc_error *err);
 
 /* Typed getters for an object's member. Missing key: the default is kept

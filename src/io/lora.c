@@ -204,6 +204,34 @@ static sdc_status add_unknown(sdc_lora *l, const char *key, sdc_error *err) {
 
 /* ---- alpha ---------------------------------------------------------------- */
 
+/* alpha_pattern: PEFT gives a module the alpha of the first key p (in file
+ * order) for which the regex "(.*\.)?(p)$" matches the module's name. The
+ * keys come from the file, so they are bounded before anything is compiled:
+ * at most LORA_MAX_PATTERNS keys of at most LORA_MAX_PATTERN_LEN bytes,
+ * without counted repetition "{m,n}" or back-references "\N" (glibc's
+ * regcomp spends minutes expanding (((a{1,100}){1,100}){1,100}), and
+ * back-references make matching exponential), and keys x modules at most
+ * LORA_MAX_PATTERN_CHECKS (a real file: a few thousand of each). Keys of plain ASCII
+ * name characters and '.' - module names, nearly always - are matched
+ * directly ('.' as any character, as in the regex); the rest are compiled
+ * once per file. */
+#define LORA_MAX_PATTERNS 4096
+#define LORA_MAX_PATTERN_LEN 512
+#define LORA_MAX_PATTERN_CHECKS (1u << 24)
+
+typedef struct {
+    const char *key; /* borrowed from the config */
+    double alpha;
+    int kind; /* 0: direct match, 1: compiled rx, 2: did not compile (equality, as before) */
+    regex_t rx;
+} alpha_pat;
+
+typedef struct {
+    const cJSON *src; /* the alpha_pattern object compiled */
+    alpha_pat *p;
+    size_t n;
+} pat_set;
+
 /* PEFT's adapter config: diffusers keeps one per component in the
  * safetensors metadata ("lora_adapter_metadata": {"unet.r": 4,
  * "unet.lora_alpha": 8, "unet.alpha_pattern": {...}, ...}); a model-level
@@ -211,7 +239,21 @@ static sdc_status add_unknown(sdc_lora *l, const char *key, sdc_error *err) {
 typedef struct {
     cJSON *meta; /* lora_adapter_metadata, or NULL */
     cJSON *file; /* adapter_config.json, or NULL */
+    pat_set sets[8]; /* compiled alpha_patterns (one object per component at most) */
+    int nsets;
+    size_t nmodules; /* modules whose alpha may come from a pattern */
 } peft_cfg;
+
+static void cfg_free(peft_cfg *c) {
+    for (int i = 0; i < c->nsets; i++) {
+        for (size_t k = 0; k < c->sets[i].n; k++)
+            if (c->sets[i].p[k].kind == 1) regfree(&c->sets[i].p[k].rx);
+        free(c->sets[i].p);
+    }
+    cJSON_Delete(c->meta);
+    cJSON_Delete(c->file);
+    memset(c, 0, sizeof *c);
+}
 
 static const cJSON *cfg_get(const peft_cfg *c, const char *comp, const char *field) {
     char key[128];
@@ -222,23 +264,75 @@ static const cJSON *cfg_get(const peft_cfg *c, const char *comp, const char *fie
     return v && !cJSON_IsNull(v) ? v : NULL;
 }
 
-/* PEFT matches a pattern p against a module m as the regex "(.*\.)?(p)$". */
-static int pattern_matches(const char *pattern, const char *module) {
-    size_t n = strlen(pattern) + 16;
-    char *re = malloc(n);
-    if (!re) return 0;
-    snprintf(re, n, "^(.*\\.)?(%s)$", pattern);
-    regex_t rx;
-    int ok = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB) == 0;
-    free(re);
-    if (!ok) return strcmp(pattern, module) == 0;
-    int m = regexec(&rx, module, 0, NULL, 0) == 0;
-    regfree(&rx);
-    return m;
+/* "(.*\.)?(p)$" for a key p of name characters and '.': p matches the
+ * whole module, or the part after one of its dots. */
+static int direct_match(const char *p, const char *module) {
+    size_t pl = strlen(p), ml = strlen(module);
+    for (size_t s = 0; s + pl <= ml; s++) {
+        if (s > 0 && module[s - 1] != '.') continue;
+        if (ml - s != pl) continue;
+        size_t i = 0;
+        while (i < pl && (p[i] == '.' || p[i] == module[s + i])) i++;
+        if (i == pl) return 1;
+    }
+    return 0;
+}
+
+/* Compiles the numeric entries of an alpha_pattern object (once per file). */
+static sdc_status pat_compile(const sdc_lora *l, peft_cfg *c, const cJSON *pat, const pat_set **out, sdc_error *err) {
+    for (int i = 0; i < c->nsets; i++)
+        if (c->sets[i].src == pat) {
+            *out = &c->sets[i];
+            return SDC_OK;
+        }
+    if (c->nsets == (int)(sizeof c->sets / sizeof c->sets[0]))
+        return sdc_fail(err, SDC_ELIMIT, "%s: too many alpha_pattern objects", l->path);
+    int n = cJSON_GetArraySize(pat);
+    if (n > LORA_MAX_PATTERNS)
+        return sdc_fail(err, SDC_ELIMIT, "%s: alpha_pattern has %d keys, more than the %d sdc accepts", l->path, n,
+                        LORA_MAX_PATTERNS);
+    if ((uint64_t)n * c->nmodules > LORA_MAX_PATTERN_CHECKS)
+        return sdc_fail(err, SDC_ELIMIT, "%s: alpha_pattern has %d keys for %zu modules, more pairs to match than the %u sdc tries",
+                        l->path, n, c->nmodules, LORA_MAX_PATTERN_CHECKS);
+    pat_set *set = &c->sets[c->nsets];
+    set->src = pat;
+    set->n = 0;
+    set->p = calloc((size_t)n + 1, sizeof *set->p);
+    if (!set->p) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", l->path);
+    c->nsets++;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, pat) {
+        if (!cJSON_IsNumber(e) || !(e->valuedouble > 0)) continue;
+        const char *k = e->string;
+        size_t kl = strlen(k);
+        if (kl > LORA_MAX_PATTERN_LEN)
+            return sdc_fail(err, SDC_ELIMIT, "%s: alpha_pattern key \"%.60s...\" is longer than %d bytes", l->path, k,
+                            LORA_MAX_PATTERN_LEN);
+        int direct = 1;
+        for (size_t i = 0; i < kl; i++) {
+            unsigned char ch = (unsigned char)k[i];
+            if (ch >= 0x80 || strchr("[]()*+?{}|^$\\", ch)) direct = 0;
+            if (ch == '{' || (ch == '\\' && i + 1 < kl && k[i + 1] >= '0' && k[i + 1] <= '9'))
+                return sdc_fail(err, SDC_EUNSUPPORTED,
+                                "%s: alpha_pattern key \"%.60s\" uses a counted repetition or a back-reference, which sdc does not evaluate",
+                                l->path, k);
+        }
+        alpha_pat *ap = &set->p[set->n++];
+        ap->key = k;
+        ap->alpha = e->valuedouble;
+        if (direct) continue;
+        char *re = malloc(kl + 16);
+        if (!re) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", l->path);
+        snprintf(re, kl + 16, "^(.*\\.)?(%s)$", k);
+        ap->kind = regcomp(&ap->rx, re, REG_EXTENDED | REG_NOSUB) == 0 ? 1 : 2;
+        free(re);
+    }
+    *out = set;
+    return SDC_OK;
 }
 
 /* alpha for a PEFT/diffusers module from the config; 0 if none is given. */
-static sdc_status cfg_alpha(const sdc_lora *l, const peft_cfg *c, const group *g, double *alpha, int *rslora,
+static sdc_status cfg_alpha(const sdc_lora *l, peft_cfg *c, const group *g, double *alpha, int *rslora,
                             sdc_error *err) {
     *alpha = 0;
     *rslora = 0;
@@ -248,14 +342,20 @@ static sdc_status cfg_alpha(const sdc_lora *l, const peft_cfg *c, const group *g
         return sdc_fail(err, SDC_EFORMAT, "%s: LoRA config for %s: lora_alpha is not a positive number", l->path, g->id.comp);
     *alpha = a->valuedouble;
     const cJSON *pat = cfg_get(c, g->id.comp, "alpha_pattern");
-    const cJSON *e;
-    if (pat && cJSON_IsObject(pat))
-        cJSON_ArrayForEach(e, pat) {
-            if (cJSON_IsNumber(e) && e->valuedouble > 0 && pattern_matches(e->string, g->id.module)) {
-                *alpha = e->valuedouble;
+    if (pat && cJSON_IsObject(pat)) {
+        const pat_set *set = NULL;
+        SDC_TRY(pat_compile(l, c, pat, &set, err));
+        for (size_t k = 0; k < set->n; k++) {
+            const alpha_pat *ap = &set->p[k];
+            int m = ap->kind == 0   ? direct_match(ap->key, g->id.module)
+                    : ap->kind == 1 ? regexec(&ap->rx, g->id.module, 0, NULL, 0) == 0
+                                    : strcmp(ap->key, g->id.module) == 0;
+            if (m) {
+                *alpha = ap->alpha;
                 break;
             }
         }
+    }
     const cJSON *rs = cfg_get(c, g->id.comp, "use_rslora");
     *rslora = rs && cJSON_IsTrue(rs);
     return SDC_OK;
@@ -282,7 +382,7 @@ static sdc_status load_cfg(sdc_lora *l, peft_cfg *c, sdc_error *err) {
 static const char *shape_str(char *buf, size_t cap, const sdc_weight *t) { return sdc_shape_str(buf, cap, t->ndim, t->shape); }
 
 /* Checks the shapes of a complete group and fills its delta. */
-static sdc_status make_delta(sdc_lora *l, const group *g, const peft_cfg *cfg, sdc_lora_delta *d, sdc_error *err) {
+static sdc_status make_delta(sdc_lora *l, const group *g, peft_cfg *cfg, sdc_lora_delta *d, sdc_error *err) {
     const char *key = g->id.key;
     if (!g->up || !g->down)
         return sdc_fail(err, SDC_EFORMAT, "%s: LoRA module \"%s\" has %s but no %s", l->path, key,
@@ -367,6 +467,7 @@ static sdc_status open_keys(sdc_lora *l, groups *gs, peft_cfg *cfg, sdc_error *e
         if (k.r == ROLE_UP || k.r == ROLE_DOWN) g->id.f = k.f; /* an ".alpha" may have opened the group */
     }
     size_t nfmt[FMT_COUNT] = {0};
+    cfg->nmodules = gs->n;
     for (size_t i = 0; i < gs->n; i++) {
         group *g = &gs->g[i];
         if (!g->up && !g->down && !g->mid) { /* an alpha alone changes nothing */
@@ -399,8 +500,7 @@ sdc_status sdc_lora_open(const char *path, sdc_lora *l, sdc_error *err) {
     peft_cfg cfg = {0};
     sdc_status s = open_keys(l, &gs, &cfg, err);
     groups_free(&gs);
-    cJSON_Delete(cfg.meta);
-    cJSON_Delete(cfg.file);
+    cfg_free(&cfg);
     if (s != SDC_OK) sdc_lora_free(l);
     return s;
 }

@@ -192,9 +192,8 @@ const char *sdc_lora_kohya_split(const char *key, const char **component) {
     return NULL;
 }
 
-/* Moves the file keys of delta i to l->unknown and drops the delta. */
-static sdc_status drop(sdc_lora *l, size_t i, sdc_error *err) {
-    sdc_lora_delta *d = &l->deltas[i];
+/* Moves the file keys of delta d to l->unknown (the caller drops d). */
+static sdc_status to_unknown(sdc_lora *l, const sdc_lora_delta *d, sdc_error *err) {
     const sdc_weight *ws[3] = {d->down, d->up, d->mid};
     char alpha[1100];
     snprintf(alpha, sizeof alpha, "%s.alpha", d->key);
@@ -209,39 +208,46 @@ static sdc_status drop(sdc_lora *l, size_t i, sdc_error *err) {
         if (!(u[l->nunknown] = sdc_strdup(t->name))) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", l->path);
         l->nunknown++;
     }
-    free(d->component);
-    free(d->param);
-    free(d->key);
-    memmove(d, d + 1, (l->count - i - 1) * sizeof *d);
-    l->count--;
     return SDC_OK;
 }
 
+/* One pass per component: the deltas kept slide down over the dropped ones
+ * (dropping by memmove one at a time would be quadratic in a file of many
+ * unknown modules). After an error the rest are kept as they are. */
 sdc_status sdc_lora_resolve(sdc_lora *l, sdc_params *const *comps, size_t ncomps, sdc_error *err) {
     for (size_t c = 0; c < ncomps; c++) {
         const sdc_params *p = comps[c];
         sdc_lora_names names;
         int built = 0;
         sdc_status s = SDC_OK;
-        for (size_t i = 0; i < l->count && s == SDC_OK;) {
+        size_t kept = 0;
+        for (size_t i = 0; i < l->count; i++) {
             sdc_lora_delta *d = &l->deltas[i];
-            if (d->param || strcmp(d->component, p->component) != 0) {
-                i++;
-                continue;
+            int keep = 1;
+            if (s == SDC_OK && !d->param && strcmp(d->component, p->component) == 0) {
+                if (!built && (s = sdc_lora_names_build(&names, p, err)) == SDC_OK) built = 1;
+                int64_t idx = built ? sdc_lora_names_find(&names, sdc_lora_kohya_split(d->key, NULL)) : -1;
+                if (s != SDC_OK) {
+                    /* names could not be built: reported */
+                } else if (idx == -2) {
+                    s = sdc_fail(err, SDC_EFORMAT, "%s: LoRA module \"%s\" could name more than one parameter of the %s",
+                                 l->path, d->key, p->component);
+                } else if (idx < 0) {
+                    keep = (s = to_unknown(l, d, err)) != SDC_OK;
+                } else if (!(d->param = sdc_strdup(p->items[idx].name))) {
+                    s = sdc_fail(err, SDC_ENOMEM, "%s: out of memory", l->path);
+                }
             }
-            if (!built && (s = sdc_lora_names_build(&names, p, err)) != SDC_OK) return s;
-            built = 1;
-            int64_t idx = sdc_lora_names_find(&names, sdc_lora_kohya_split(d->key, NULL));
-            if (idx == -2)
-                s = sdc_fail(err, SDC_EFORMAT, "%s: LoRA module \"%s\" could name more than one parameter of the %s", l->path,
-                             d->key, p->component);
-            else if (idx < 0)
-                s = drop(l, i, err); /* the next delta moved into slot i */
-            else if (!(d->param = sdc_strdup(p->items[idx].name)))
-                s = sdc_fail(err, SDC_ENOMEM, "%s: out of memory", l->path);
-            else
-                i++;
+            if (keep) {
+                if (kept != i) l->deltas[kept] = *d;
+                kept++;
+            } else {
+                free(d->component);
+                free(d->param);
+                free(d->key);
+            }
         }
+        l->count = kept;
         if (built) sdc_lora_names_free(&names);
         if (s != SDC_OK) return s;
     }

@@ -75,7 +75,7 @@ static sdc_status out_add(outlist *o, const char *name, int ndim, const int64_t 
 static int by_name(const void *a, const void *b) { return strcmp(((const entry *)a)->name, ((const entry *)b)->name); }
 
 static sdc_status out_write(outlist *o, const sdc_kv *meta, size_t nmeta, sdc_error *err) {
-    qsort(o->e, o->n, sizeof *o->e, by_name);
+    if (o->n > 1) qsort(o->e, o->n, sizeof *o->e, by_name); /* e is NULL when empty */
     sdc_st_tensor *t = calloc(o->n + 1, sizeof *t);
     if (!t) return sdc_fail(err, SDC_ENOMEM, "%s: out of memory", o->path);
     for (size_t i = 0; i < o->n; i++)

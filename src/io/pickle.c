@@ -293,7 +293,8 @@ static sdc_status seq_append(up *u, sdc_pk_value *c, sdc_pk_value *const *items,
 static sdc_status collect(up *u, sdc_pk_kind kind, size_t start) {
     sdc_pk_value *c;
     SDC_TRY(new_value(u, kind, &c));
-    SDC_TRY(seq_append(u, c, u->stack + start, u->sp - start));
+    /* an empty container may come before anything was pushed (stack NULL) */
+    if (u->sp > start) SDC_TRY(seq_append(u, c, u->stack + start, u->sp - start));
     u->sp = start;
     return push(u, c);
 }
