@@ -46,12 +46,15 @@ else
   endif
 endif
 
+# GPU architectures to build for: Hopper (H100/H200) and Ampere (A100) by
+# default; CUDA_ARCHS=90 halves the CUDA compile time.
+CUDA_ARCHS ?= 90 80
 ifeq ($(USE_CUDA),1)
   CUDA_INC := $(CUDA_HOME)/include
   CUDA_LIB := $(CUDA_HOME)/lib64
   CFLAGS_BASE += -DSDC_WITH_CUDA -I$(CUDA_INC)
   NVCCFLAGS = -O2 -std=c++17 -MMD -MP -Isrc -Iinclude -I$(CUDA_INC) -DSDC_WITH_CUDA \
-              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
+              $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
               -Xcompiler -Wall,-Wextra
   ifeq ($(WERROR),1)
     NVCCFLAGS += -Werror all-warnings -Xcompiler -Werror

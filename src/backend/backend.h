@@ -135,6 +135,8 @@ typedef struct sdc_backend {
     void (*mem_copy)(void *dst, const void *src, size_t nbytes);     /* device → device */
     void (*mem_upload)(void *dst, const void *src, size_t nbytes);   /* host → device */
     void (*mem_download)(void *dst, const void *src, size_t nbytes); /* device → host (waits for the device) */
+    /* Waits until the device has finished everything queued (profiling). */
+    void (*synchronize)(void);
     /* Converts n elements between dtypes (F32/F16/BF16) on the device. */
     void (*cast)(void *dst, sdc_dtype dst_dtype, const void *src, sdc_dtype src_dtype, size_t n);
 

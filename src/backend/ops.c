@@ -1,4 +1,5 @@
 #include "backend/ops.h"
+#include "backend/profile.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,7 +64,7 @@ sdc_tensor sdc_op_linear(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, cons
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = N;
     sdc_tensor out = out_of(c, into, x->ndim, shape);
-    c->be->linear(&out, x, w, b, M, K, N);
+    SDC_PROF(c, "linear", c->be->linear(&out, x, w, b, M, K, N));
     rec(c, SDC_TAPE_LINEAR, &out, x, w, b, 0, 0, 0, 0, 0);
     return out;
 }
@@ -75,7 +76,7 @@ sdc_tensor sdc_op_conv2d(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, cons
     int64_t Wo = (x->shape[3] + 2 * pad - w->shape[3]) / stride + 1;
     if (b) SDC_ASSERT(sdc_tensor_numel(b) == w->shape[0]);
     sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(x->shape[0], w->shape[0], Ho, Wo));
-    c->be->conv2d(&out, x, w, b, stride, pad);
+    SDC_PROF(c, "conv2d", c->be->conv2d(&out, x, w, b, stride, pad));
     rec(c, SDC_TAPE_CONV2D, &out, x, w, b, stride, pad, 0, 0, 0);
     return out;
 }
@@ -87,7 +88,7 @@ sdc_tensor sdc_op_group_norm(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, 
     SDC_ASSERT(sdc_tensor_numel(gamma) == C && sdc_tensor_numel(beta) == C);
     sdc_tensor out = out_of(c, into, x->ndim, x->shape);
     no_alias(c, &out, x);
-    c->be->group_norm(&out, x, gamma, beta, B, C, S, groups, eps, act);
+    SDC_PROF(c, "group_norm", c->be->group_norm(&out, x, gamma, beta, B, C, S, groups, eps, act));
     rec(c, SDC_TAPE_GROUP_NORM, &out, x, gamma, beta, groups, (int)act, 0, eps, 0);
     return out;
 }
@@ -98,7 +99,7 @@ sdc_tensor sdc_op_layer_norm(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, 
     SDC_ASSERT(sdc_tensor_numel(gamma) == C && sdc_tensor_numel(beta) == C);
     sdc_tensor out = out_of(c, into, x->ndim, x->shape);
     no_alias(c, &out, x);
-    c->be->layer_norm(&out, x, gamma, beta, M, C, eps);
+    SDC_PROF(c, "layer_norm", c->be->layer_norm(&out, x, gamma, beta, M, C, eps));
     rec(c, SDC_TAPE_LAYER_NORM, &out, x, gamma, beta, 0, 0, 0, eps, 0);
     return out;
 }
@@ -109,7 +110,7 @@ sdc_tensor sdc_op_attention(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *q, c
     SDC_ASSERT(sdc_tensor_same_shape(k, v) && q->shape[0] == k->shape[0] && q->shape[2] == k->shape[2]);
     SDC_ASSERT(q->shape[2] % heads == 0);
     sdc_tensor out = out_of(c, into, 3, q->shape);
-    c->be->attention(&out, q, k, v, q->shape[0], q->shape[1], k->shape[1], heads, q->shape[2] / heads, scale, causal);
+    SDC_PROF(c, "attention", c->be->attention(&out, q, k, v, q->shape[0], q->shape[1], k->shape[1], heads, q->shape[2] / heads, scale, causal));
     rec(c, SDC_TAPE_ATTENTION, &out, q, k, v, heads, causal, 0, scale, 0);
     return out;
 }
@@ -117,7 +118,7 @@ sdc_tensor sdc_op_attention(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *q, c
 sdc_tensor sdc_op_act(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, sdc_act act) {
     sdc_tensor out = out_of(c, into, x->ndim, x->shape);
     no_alias(c, &out, x);
-    c->be->activation(&out, x, act);
+    SDC_PROF(c, "activation", c->be->activation(&out, x, act));
     rec(c, SDC_TAPE_ACT, &out, x, NULL, NULL, (int)act, 0, 0, 0, 0);
     return out;
 }
@@ -130,7 +131,7 @@ sdc_tensor sdc_op_geglu(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x) {
     shape[x->ndim - 1] = F;
     sdc_tensor out = out_of(c, into, x->ndim, shape);
     no_alias(c, &out, x);
-    c->be->geglu(&out, x, M, F);
+    SDC_PROF(c, "geglu", c->be->geglu(&out, x, M, F));
     rec(c, SDC_TAPE_GEGLU, &out, x, NULL, NULL, 0, 0, 0, 0, 0);
     return out;
 }
@@ -139,7 +140,7 @@ sdc_tensor sdc_op_axpby(sdc_ctx *c, sdc_tensor *into, float alpha, const sdc_ten
                         const sdc_tensor *b) {
     if (b) SDC_ASSERT(sdc_tensor_numel(a) == sdc_tensor_numel(b));
     sdc_tensor out = out_of(c, into, a->ndim, a->shape);
-    c->be->axpby(&out, alpha, a, beta, b);
+    SDC_PROF(c, "axpby", c->be->axpby(&out, alpha, a, beta, b));
     rec(c, SDC_TAPE_AXPBY, &out, a, b, NULL, 0, 0, 0, alpha, beta);
     return out;
 }
@@ -157,7 +158,7 @@ sdc_tensor sdc_op_add_channel(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x,
     int64_t O = x->shape[0], C = x->shape[1], S = sdc_tensor_numel(x) / (O * C);
     SDC_ASSERT(sdc_tensor_numel(v) == O * C);
     sdc_tensor out = out_of(c, into, x->ndim, x->shape);
-    c->be->add_channel(&out, x, v, O, C, S);
+    SDC_PROF(c, "add_channel", c->be->add_channel(&out, x, v, O, C, S));
     rec(c, SDC_TAPE_ADD_CHANNEL, &out, x, v, NULL, 0, 0, 0, 0, 0);
     return out;
 }
@@ -170,7 +171,7 @@ sdc_tensor sdc_op_concat1(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *a, con
     memcpy(shape, a->shape, sizeof shape);
     shape[1] = Ca + Cb;
     sdc_tensor out = out_of(c, into, a->ndim, shape);
-    c->be->concat(&out, a, b, O, Ca, Cb, S);
+    SDC_PROF(c, "concat", c->be->concat(&out, a, b, O, Ca, Cb, S));
     rec(c, SDC_TAPE_CONCAT1, &out, a, b, NULL, 0, 0, 0, 0, 0);
     return out;
 }
@@ -182,7 +183,7 @@ sdc_tensor sdc_op_slice1(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int6
     memcpy(shape, x->shape, sizeof shape);
     shape[1] = n;
     sdc_tensor out = out_of(c, into, x->ndim, shape);
-    c->be->slice(&out, x, O, C, S, c0, n);
+    SDC_PROF(c, "slice", c->be->slice(&out, x, O, C, S, c0, n));
     rec(c, SDC_TAPE_SLICE1, &out, x, NULL, NULL, (int)c0, 0, 0, 0, 0);
     return out;
 }
@@ -191,7 +192,7 @@ sdc_tensor sdc_op_to_tokens(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x) {
     SDC_ASSERT(x->ndim == 4);
     int64_t B = x->shape[0], C = x->shape[1], S = x->shape[2] * x->shape[3];
     sdc_tensor out = out_of(c, into, 3, SDC_SHAPE(B, S, C));
-    c->be->transpose(&out, x, B, C, S);
+    SDC_PROF(c, "transpose", c->be->transpose(&out, x, B, C, S));
     rec(c, SDC_TAPE_TO_TOKENS, &out, x, NULL, NULL, 0, 0, 0, 0, 0);
     return out;
 }
@@ -200,7 +201,7 @@ sdc_tensor sdc_op_from_tokens(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x,
     SDC_ASSERT(x->ndim == 3 && x->shape[1] == H * W);
     int64_t B = x->shape[0], C = x->shape[2];
     sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(B, C, H, W));
-    c->be->transpose(&out, x, B, H * W, C);
+    SDC_PROF(c, "transpose", c->be->transpose(&out, x, B, H * W, C));
     rec(c, SDC_TAPE_FROM_TOKENS, &out, x, NULL, NULL, 0, 0, 0, 0, 0);
     return out;
 }
@@ -210,7 +211,7 @@ sdc_tensor sdc_op_pad2d(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int t
     SDC_ASSERT(!c->tape); /* no backward: only the (frozen) VAE encoder pads */
     int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(B, C, H + top + bottom, W + left + right));
-    c->be->pad2d(&out, x, B, C, H, W, top, bottom, left, right);
+    SDC_PROF(c, "pad2d", c->be->pad2d(&out, x, B, C, H, W, top, bottom, left, right));
     return out;
 }
 
@@ -218,7 +219,7 @@ sdc_tensor sdc_op_upsample2x(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x) 
     SDC_ASSERT(x->ndim == 4);
     int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(B, C, 2 * H, 2 * W));
-    c->be->upsample2x(&out, x, B, C, H, W);
+    SDC_PROF(c, "upsample2x", c->be->upsample2x(&out, x, B, C, H, W));
     rec(c, SDC_TAPE_UPSAMPLE2X, &out, x, NULL, NULL, 0, 0, 0, 0, 0);
     return out;
 }
@@ -227,7 +228,7 @@ sdc_tensor sdc_op_embedding(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *tabl
     SDC_ASSERT(table->ndim == 2);
     for (int64_t i = 0; i < n; i++) SDC_ASSERT(ids[i] >= 0 && ids[i] < table->shape[0]);
     sdc_tensor out = out_of(c, into, 2, SDC_SHAPE(n, table->shape[1]));
-    c->be->embedding(&out, table, ids, n, table->shape[1]);
+    SDC_PROF(c, "embedding", c->be->embedding(&out, table, ids, n, table->shape[1]));
     if (c->tape) {
         sdc_tape_op op = {.kind = SDC_TAPE_EMBEDDING, .out = out, .in = {*table}, .ids = ids, .n = n};
         sdc_tape_record(c->tape, &op); /* the tape copies ids */
@@ -237,7 +238,7 @@ sdc_tensor sdc_op_embedding(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *tabl
 
 sdc_tensor sdc_op_upload(sdc_ctx *c, sdc_tensor *into, int ndim, const int64_t *shape, const float *src) {
     sdc_tensor out = out_of(c, into, ndim, shape);
-    c->be->upload(&out, src);
+    SDC_PROF(c, "upload", c->be->upload(&out, src));
     return out;
 }
 

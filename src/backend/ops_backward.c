@@ -1,5 +1,6 @@
 /* Shape checks and dispatch for the backward ops (ops_backward.h). */
 #include "backend/ops_backward.h"
+#include "backend/profile.h"
 
 #include "core/error.h"
 
@@ -19,7 +20,7 @@ void sdc_op_linear_backward(sdc_ctx *c, sdc_tensor *dx, sdc_tensor *dw, sdc_tens
     same_shape_or_null(dx, x);
     same_shape_or_null(dw, w);
     if (db) SDC_ASSERT(sdc_tensor_numel(db) == N);
-    c->be->linear_backward(dx, dw, db, dy, x, w, M, K, N);
+    SDC_PROF(c, "linear_backward", c->be->linear_backward(dx, dw, db, dy, x, w, M, K, N));
 }
 
 void sdc_op_conv2d_backward(sdc_ctx *c, sdc_tensor *dx, sdc_tensor *dw, sdc_tensor *db, const sdc_tensor *dy,
@@ -33,7 +34,7 @@ void sdc_op_conv2d_backward(sdc_ctx *c, sdc_tensor *dx, sdc_tensor *dw, sdc_tens
     same_shape_or_null(dx, x);
     same_shape_or_null(dw, w);
     if (db) SDC_ASSERT(sdc_tensor_numel(db) == w->shape[0]);
-    c->be->conv2d_backward(dx, dw, db, dy, x, w, stride, pad);
+    SDC_PROF(c, "conv2d_backward", c->be->conv2d_backward(dx, dw, db, dy, x, w, stride, pad));
 }
 
 void sdc_op_group_norm_backward(sdc_ctx *c, sdc_tensor *dx, sdc_tensor *dgamma, sdc_tensor *dbeta,
@@ -46,7 +47,7 @@ void sdc_op_group_norm_backward(sdc_ctx *c, sdc_tensor *dx, sdc_tensor *dgamma, 
     same_shape_or_null(dx, x);
     if (dgamma) SDC_ASSERT(sdc_tensor_numel(dgamma) == C);
     if (dbeta) SDC_ASSERT(sdc_tensor_numel(dbeta) == C);
-    c->be->group_norm_backward(dx, dgamma, dbeta, dy, x, gamma, beta, B, C, S, groups, eps, act);
+    SDC_PROF(c, "group_norm_backward", c->be->group_norm_backward(dx, dgamma, dbeta, dy, x, gamma, beta, B, C, S, groups, eps, act));
 }
 
 void sdc_op_layer_norm_backward(sdc_ctx *c, sdc_tensor *dx, sdc_tensor *dgamma, sdc_tensor *dbeta,
@@ -57,7 +58,7 @@ void sdc_op_layer_norm_backward(sdc_ctx *c, sdc_tensor *dx, sdc_tensor *dgamma, 
     same_shape_or_null(dx, x);
     if (dgamma) SDC_ASSERT(sdc_tensor_numel(dgamma) == C);
     if (dbeta) SDC_ASSERT(sdc_tensor_numel(dbeta) == C);
-    c->be->layer_norm_backward(dx, dgamma, dbeta, dy, x, gamma, M, C, eps);
+    SDC_PROF(c, "layer_norm_backward", c->be->layer_norm_backward(dx, dgamma, dbeta, dy, x, gamma, M, C, eps));
 }
 
 void sdc_op_attention_backward(sdc_ctx *c, sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
@@ -69,13 +70,13 @@ void sdc_op_attention_backward(sdc_ctx *c, sdc_tensor *dq, sdc_tensor *dk, sdc_t
     same_shape_or_null(dq, q);
     same_shape_or_null(dk, k);
     same_shape_or_null(dv, v);
-    c->be->attention_backward(dq, dk, dv, dout, q, k, v, q->shape[0], q->shape[1], k->shape[1], heads,
-                              q->shape[2] / heads, scale, causal);
+    SDC_PROF(c, "attention_backward", c->be->attention_backward(dq, dk, dv, dout, q, k, v, q->shape[0], q->shape[1], k->shape[1], heads,
+                              q->shape[2] / heads, scale, causal));
 }
 
 void sdc_op_act_backward(sdc_ctx *c, sdc_tensor *dx, const sdc_tensor *dy, const sdc_tensor *x, sdc_act act) {
     SDC_ASSERT(c->be->activation_backward && sdc_tensor_same_shape(dy, x) && sdc_tensor_same_shape(dx, x));
-    c->be->activation_backward(dx, dy, x, act);
+    SDC_PROF(c, "activation_backward", c->be->activation_backward(dx, dy, x, act));
 }
 
 void sdc_op_geglu_backward(sdc_ctx *c, sdc_tensor *dx, const sdc_tensor *dy, const sdc_tensor *x) {
@@ -83,26 +84,26 @@ void sdc_op_geglu_backward(sdc_ctx *c, sdc_tensor *dx, const sdc_tensor *dy, con
     int64_t F = last(x) / 2, M = sdc_tensor_numel(x) / last(x);
     SDC_ASSERT(dy->ndim == x->ndim && last(dy) == F);
     for (int i = 0; i < x->ndim - 1; i++) SDC_ASSERT(dy->shape[i] == x->shape[i]);
-    c->be->geglu_backward(dx, dy, x, M, F);
+    SDC_PROF(c, "geglu_backward", c->be->geglu_backward(dx, dy, x, M, F));
 }
 
 void sdc_op_channel_sum(sdc_ctx *c, sdc_tensor *dv, const sdc_tensor *dy) {
     SDC_ASSERT(c->be->channel_sum && dy->ndim >= 2);
     int64_t O = dy->shape[0], C = dy->shape[1], S = sdc_tensor_numel(dy) / (O * C);
     SDC_ASSERT(sdc_tensor_numel(dv) == O * C);
-    c->be->channel_sum(dv, dy, O, C, S);
+    SDC_PROF(c, "channel_sum", c->be->channel_sum(dv, dy, O, C, S));
 }
 
 void sdc_op_upsample2x_backward(sdc_ctx *c, sdc_tensor *dx, const sdc_tensor *dy) {
     SDC_ASSERT(c->be->upsample2x_backward && dx->ndim == 4 && dy->ndim == 4);
     int64_t B = dx->shape[0], C = dx->shape[1], H = dx->shape[2], W = dx->shape[3];
     SDC_ASSERT(dy->shape[0] == B && dy->shape[1] == C && dy->shape[2] == 2 * H && dy->shape[3] == 2 * W);
-    c->be->upsample2x_backward(dx, dy, B, C, H, W);
+    SDC_PROF(c, "upsample2x_backward", c->be->upsample2x_backward(dx, dy, B, C, H, W));
 }
 
 void sdc_op_embedding_backward(sdc_ctx *c, sdc_tensor *dtable, const sdc_tensor *dy, const int32_t *ids, int64_t n) {
     SDC_ASSERT(c->be->embedding_backward && dtable->ndim == 2 && dy->ndim == 2);
     SDC_ASSERT(dy->shape[0] == n && dy->shape[1] == dtable->shape[1]);
     for (int64_t i = 0; i < n; i++) SDC_ASSERT(ids[i] >= 0 && ids[i] < dtable->shape[0]);
-    c->be->embedding_backward(dtable, dy, ids, n, dtable->shape[1]);
+    SDC_PROF(c, "embedding_backward", c->be->embedding_backward(dtable, dy, ids, n, dtable->shape[1]));
 }

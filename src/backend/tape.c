@@ -5,6 +5,7 @@
 
 #include "backend/ops.h"
 #include "backend/ops_backward.h"
+#include "backend/profile.h"
 #include "core/vmem.h"
 
 sdc_status sdc_tape_init(sdc_tape *t, const sdc_arena *arena, sdc_error *err) {
@@ -110,7 +111,9 @@ sdc_tensor sdc_tape_grad(const sdc_tape *t, const sdc_tensor *x) {
 
 void sdc_tape_zero_grads(sdc_tape *t, const sdc_arena *arena) {
     SDC_ASSERT(arena->base == t->arena_base);
+    double t0 = sdc_prof_on ? sdc_prof_begin(&(sdc_ctx){.be = t->be}) : 0;
     t->be->mem_zero(t->shadow, arena->used);
+    if (sdc_prof_on) sdc_prof_end(&(sdc_ctx){.be = t->be}, "zero activation gradients", t0);
 }
 
 /* Where an op's input gradient goes: gradient memory to accumulate into, or
@@ -134,7 +137,7 @@ static void acc_scaled(sdc_ctx *c, sdc_tensor *gx, float s, const sdc_tensor *d)
         c->be->cast(w.data, w.dtype, v.data, v.dtype, (size_t)sdc_tensor_numel(&v));
         v = w;
     }
-    c->be->axpby(gx, 1.0f, gx, s, &v);
+    SDC_PROF(c, "accumulate gradient", c->be->axpby(gx, 1.0f, gx, s, &v));
 }
 
 /* g_x += d (activation gradients accumulate over the consumers of x). */

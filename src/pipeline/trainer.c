@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backend/ops.h"
+#include "backend/profile.h"
 #include "diffusion/training.h"
 #include "train/grad_clip.h"
 
@@ -151,6 +152,7 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
             cond.n_time_ids = 6;
         }
         sdc_tensor y = sdc_unet_forward(c, NULL, t->unet, &x, &cond);
+        double tl = sdc_prof_on ? sdc_prof_begin(c) : 0;
         sdc_op_download(c, pred, &y);
         *loss = sdc_train_mse_loss(pred, target, B, per, weights, NULL);
         /* d(loss / accumulation)/d pred, seeded into the output's gradient */
@@ -158,6 +160,7 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
         sdc_tape_zero_grads(&t->tape, c->arena);
         sdc_tensor gy = sdc_tape_grad(&t->tape, &y);
         c->be->upload(&gy, noisy);
+        if (sdc_prof_on) sdc_prof_end(c, "loss (host)", tl);
         st = sdc_tape_backward(c, &t->tape, err);
         c->tape = NULL;
         sdc_arena_release(c->arena, mark);
@@ -172,6 +175,7 @@ sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double 
     /* one global norm over every trained store, as clip_grad_norm_ over the
      * optimizer's parameters */
     const sdc_backend *be = t->ctx.be;
+    double t0 = sdc_prof_on ? sdc_prof_begin(&t->ctx) : 0;
     double ss = 0;
     for (int i = 0; i < t->ntrain; i++) ss += be->sumsq(t->train[i]->grad, t->train[i]->total);
     double norm = sqrt(ss);
@@ -194,6 +198,7 @@ sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double 
         be->mem_zero(p->grad, p->total * sizeof *p->grad);
     }
     if (t->o.use_ema) sdc_ema_step(&t->ema, sdc_params_master(t->train[0]));
+    if (sdc_prof_on) sdc_prof_end(&t->ctx, "optimizer (norm, clip, AdamW, EMA)", t0);
     t->step++;
     return SDC_OK;
 }

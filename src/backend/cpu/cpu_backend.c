@@ -37,6 +37,7 @@ static const sdc_backend g_cpu = {
     .mem_copy = sdc_cpu_mem_copy,
     .mem_upload = sdc_cpu_mem_copy,
     .mem_download = sdc_cpu_mem_copy,
+    .synchronize = sdc_cpu_synchronize,
     .cast = sdc_cpu_cast,
     .sumsq = sdc_cpu_sumsq,
     .scale = sdc_cpu_scale,

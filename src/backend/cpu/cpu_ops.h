@@ -254,6 +254,7 @@ void *sdc_cpu_mem_alloc(size_t nbytes);
 void sdc_cpu_mem_free(void *p, size_t nbytes);
 void sdc_cpu_mem_zero(void *p, size_t nbytes);
 void sdc_cpu_mem_copy(void *dst, const void *src, size_t nbytes);
+static inline void sdc_cpu_synchronize(void) {}
 void sdc_cpu_cast(void *dst, sdc_dtype dst_dtype, const void *src, sdc_dtype src_dtype, size_t n);
 double sdc_cpu_sumsq(const float *g, size_t n);
 void sdc_cpu_scale(float *x, size_t n, float a);

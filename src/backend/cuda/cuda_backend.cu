@@ -97,6 +97,8 @@ static void cuda_mem_download(void *dst, const void *src, size_t nbytes) {
     CUDA_CHECK(cudaStreamSynchronize(sdc_cuda_stream()));
 }
 
+static void cuda_synchronize(void) { CUDA_CHECK(cudaStreamSynchronize(sdc_cuda_stream())); }
+
 static const sdc_backend g_cuda = {
     .name = "cuda",
     .linear = sdc_cuda_linear,
@@ -133,6 +135,7 @@ static const sdc_backend g_cuda = {
     .mem_copy = cuda_mem_copy,
     .mem_upload = cuda_mem_upload,
     .mem_download = cuda_mem_download,
+    .synchronize = cuda_synchronize,
     .cast = sdc_cuda_cast,
     .sumsq = sdc_cuda_sumsq,
     .scale = sdc_cuda_scale,
