@@ -106,6 +106,8 @@ typedef struct run {
     sdc_trainer t;
     sdc_arena arena;
     sdc_ctx ctx; /* where everything computes: device, activation dtype, the arena */
+    float *host_grad; /* several processes on GPUs: gradients pass through here */
+    size_t host_grad_n;
     int64_t B, C, h, w, T, D, P, res, per;
     sdc_dist dist; /* this process's shard: ranks take consecutive slices of each global batch */
     uint64_t seed;
@@ -134,7 +136,9 @@ static sdc_status load_data(run *r, sdc_error *err) {
         if (!dir) return sdc_fail(err, SDC_EINVAL, "no training data: give --train_data_dir, --dataset_name or --instance_data_dir");
         char meta[4096];
         snprintf(meta, sizeof meta, "%s/metadata.jsonl", dir);
-        if (sdc_path_exists(meta) || !a->caption_extension) {
+        /* imagefolder with metadata.jsonl; otherwise kohya's caption files
+         * (--caption_extension, else .txt then .caption) */
+        if (sdc_path_exists(meta)) {
             SDC_TRY(sdc_dataset_scan_imagefolder(&r->ds, dir, a->caption_column, err));
         } else {
             int64_t missing = 0;
@@ -512,6 +516,20 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
                                             SDC_F32, err);
         free(vcfg);
     }
+    /* trained text encoders replace the base model's, as the scripts save them */
+    for (int i = 0; st == SDC_OK && r->train_te && i < r->sd.nte; i++) {
+        const char *name = i ? "text_encoder_2" : "text_encoder";
+        const sdc_component *tc = sdc_model_component(&r->sd.files, name);
+        char tdir[4300], *tcfg = tc ? cJSON_Print(tc->config) : NULL;
+        snprintf(tdir, sizeof tdir, "%s/%s", tmp, name);
+        if (!tcfg) {
+            st = sdc_fail(err, SDC_ENOMEM, "out of memory");
+            break;
+        }
+        sdc_remove_tree(tdir);
+        st = sdc_params_write_diffusers(tdir, &r->sd.te[i]->params, "model.safetensors", tcfg, SDC_F32, err);
+        free(tcfg);
+    }
     /* every component the folder holds (including ones sdc does not use) */
     DIR *d = st == SDC_OK ? opendir(tmp) : NULL;
     if (st == SDC_OK && !d) st = sdc_fail(err, SDC_EIO, "%s: cannot read: %s", tmp, strerror(errno));
@@ -733,6 +751,13 @@ static sdc_status train(run *r, sdc_error *err) {
     const sdc_unet_config *uc = &r->sd.unet->cfg;
     /* the device: the models move there once; the context's arena is opened below */
     SDC_TRY(sdc_device_parse(a->device, &r->ctx.device, err));
+    /* several processes and plain "cuda": one GPU per process, by local rank */
+    if (r->ctx.device.type == SDC_CUDA && r->dist.size > 1 && !strchr(a->device, ':')) {
+        const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+        if (!lr) lr = getenv("SLURM_LOCALID");
+        int n = sdc_cuda_device_count();
+        if (lr && n > 0) r->ctx.device.index = atoi(lr) % n;
+    }
     SDC_TRY(sdc_precision_dtype(a->mixed_precision, r->ctx.device, &r->ctx.dtype, err));
     SDC_TRY(sdc_backend_open(r->ctx.device, &r->ctx.be, err));
     sdc_backend_allow_tf32(r->ctx.be, a->allow_tf32);
@@ -762,6 +787,8 @@ static sdc_status train(run *r, sdc_error *err) {
     if (eff.max_train_steps <= 0) eff.max_train_steps = eff.num_train_epochs * per_epoch;
     r->a = &eff;
     SDC_TRY(set_up_training(r, err));
+    for (int i = 0; i < r->t.ntrain; i++)
+        if (r->t.train[i]->total > r->host_grad_n) r->host_grad_n = r->t.train[i]->total;
 
     SDC_TRY(sdc_mkdirs(a->output_dir, err));
     sdc_train_progress prog = {.rng_seed = r->seed};
@@ -849,8 +876,24 @@ static sdc_status train(run *r, sdc_error *err) {
             loss_sum += loss;
         }
         if (st != SDC_OK) break;
-        /* data parallel: every rank steps with the gradients averaged over all */
-        for (int i = 0; i < r->t.ntrain; i++) sdc_dist_mean_f32(&r->dist, r->t.train[i]->grad, r->t.train[i]->total);
+        /* data parallel: every rank steps with the gradients averaged over
+         * all (GPU gradients through a host buffer: MPI moves host memory) */
+        for (int i = 0; r->dist.size > 1 && i < r->t.ntrain; i++) {
+            sdc_params *p = r->t.train[i];
+            if (!p->be) {
+                sdc_dist_mean_f32(&r->dist, p->grad, p->total);
+                continue;
+            }
+            if (!r->host_grad) r->host_grad = malloc(r->host_grad_n * sizeof *r->host_grad);
+            if (!r->host_grad) {
+                st = sdc_fail(err, SDC_ENOMEM, "out of memory for the gradient exchange");
+                break;
+            }
+            p->be->mem_download(r->host_grad, p->grad, p->total * sizeof(float));
+            sdc_dist_mean_f32(&r->dist, r->host_grad, p->total);
+            p->be->mem_upload(p->grad, r->host_grad, p->total * sizeof(float));
+        }
+        if (st != SDC_OK) break;
         double gn = 0, lr = 0;
         int skipped = 0;
         st = sdc_trainer_optimizer_step(&r->t, &gn, &lr, &skipped, err);
@@ -918,6 +961,7 @@ sdc_status sdc_train_run(const sdc_train_args *a, sdc_error *err) {
     sdc_dataset_free(&r->ds);
     sdc_dataset_free(&r->cls);
     for (int i = 0; i < 2; i++) free(r->orders[i].inst), free(r->orders[i].cls);
+    free(r->host_grad);
     free(r->bad[0]);
     free(r->bad[1]);
     free(r->losses);
