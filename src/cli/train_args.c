@@ -109,6 +109,10 @@ static int build_table(cli_flag *t, sdc_train_args *a, train_extra *x) {
         CLI_FLAG("checkpointing_steps", CLI_I64, &a->checkpointing_steps, "N", "save a resumable checkpoint every N steps", "500", OU),
         CLI_FLAG("checkpoints_total_limit", CLI_INT, &a->checkpoints_total_limit, "N", "keep only the newest N checkpoints", "all", OU),
         CLI_FLAG("resume_from_checkpoint", CLI_STR, &a->resume_from_checkpoint, "PATH", "a checkpoint folder, or \"latest\"", NULL, OU),
+        CLI_FLAG("overwrite", CLI_BOOL, &a->overwrite, NULL,
+                 "replace a finished model already in output_dir (else sdc refuses to start)", "off", OU),
+        CLI_FLAG("max_consecutive_nonfinite", CLI_INT, &a->max_consecutive_nonfinite, "N",
+                 "stop after N steps in a row skipped for a non-finite loss or gradient (0: never)", "5", O),
         CLI_FLAG("validation_prompt", CLI_STR, &a->validation_prompt, "TEXT",
                  "render this prompt into output_dir/samples at the end (and as below)", NULL, OU),
         CLI_FLAG("num_validation_images", CLI_INT, &a->num_validation_images, "N", "images per validation", "4", OU),
@@ -299,6 +303,7 @@ static int validate(const sdc_train_args *a, const train_extra *x, const cli_fla
     if (a->prediction_type && !is_one_of(a->prediction_type, preds))
         return cli_usage_error("--prediction_type must be epsilon or v_prediction, got \"%s\"", a->prediction_type);
     if (a->checkpointing_steps < 1) return cli_usage_error("--checkpointing_steps must be at least 1");
+    if (a->max_consecutive_nonfinite < 0) return cli_usage_error("--max_consecutive_nonfinite must be 0 (never stop) or more");
     if (a->checkpoints_total_limit < 0) return cli_usage_error("--checkpoints_total_limit must be 0 (all) or more");
     if (a->num_validation_images < 0) return cli_usage_error("--num_validation_images must be 0 or more");
     if (a->validation_steps < 0 || a->validation_epochs < 0)

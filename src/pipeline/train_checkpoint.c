@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/log.h"
 #include "io/json.h"
 #include "io/safetensors.h"
 
@@ -167,7 +169,12 @@ sdc_status sdc_train_checkpoint_save(const sdc_trainer *t, const sdc_train_progr
             if (had) sdc_remove_tree(old);
         }
     }
-    if (st != SDC_OK) sdc_remove_tree(tmp); /* the previous checkpoints stay as they were */
+    if (st != SDC_OK) {
+        sdc_remove_tree(tmp); /* the previous checkpoints stay as they were */
+        char why[sizeof err->msg];
+        snprintf(why, sizeof why, "%s", err->msg);
+        sdc_fail(err, st, "checkpoint-%lld not saved (the earlier checkpoints are kept): %s", (long long)t->step, why);
+    }
     if (st == SDC_OK && path) snprintf(path, cap, "%s", final);
     return st;
 }
@@ -271,4 +278,45 @@ sdc_status sdc_train_checkpoint_prune(const char *output_dir, int keep, sdc_erro
         if (sdc_remove_tree(p) != 0) return sdc_fail(err, SDC_EIO, "%s: cannot remove: %s", p, strerror(errno));
     }
     return SDC_OK;
+}
+
+/* The pid of a "<name>.tmp-<pid>" or "<name>.old-<pid>" entry (kind 't' or
+ * 'o'), with *base_len the length of <name>; 0 if the name is not one. */
+static long temp_pid(const char *name, char *kind, size_t *base_len) {
+    const char *t = strstr(name, ".tmp-"), *o = strstr(name, ".old-"), *m = t ? t : o;
+    if (!m || strncmp(name, "checkpoint-", 11) != 0) return 0;
+    char *end;
+    long pid = strtol(m + 5, &end, 10);
+    if (*end || pid <= 0) return 0;
+    *kind = t ? 't' : 'o';
+    *base_len = (size_t)(m - name);
+    return pid;
+}
+
+static int pid_alive(long pid) { return pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno == EPERM; }
+
+void sdc_train_checkpoint_clean(const char *output_dir) {
+    /* pass 0: a finished .tmp- takes the missing final name; pass 1: else
+     * the moved-aside .old- goes back; pass 2: what remains is deleted */
+    for (int pass = 0; pass < 3; pass++) {
+        DIR *d = opendir(output_dir);
+        if (!d) return;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            char kind;
+            size_t n;
+            long pid = temp_pid(e->d_name, &kind, &n);
+            if (!pid || pid_alive(pid)) continue;
+            char path[4400], final[4400], state[4500];
+            snprintf(path, sizeof path, "%s/%s", output_dir, e->d_name);
+            snprintf(final, sizeof final, "%s/%.*s", output_dir, (int)n, e->d_name);
+            snprintf(state, sizeof state, "%s/state.json", path);
+            if (pass < 2 && kind == (pass ? 'o' : 't') && !sdc_path_exists(final) && sdc_path_exists(state)) {
+                if (rename(path, final) == 0) SDC_WARN("%s: restored after an interrupted save", final);
+            } else if (pass == 2 && sdc_remove_tree(path) == 0) {
+                SDC_INFO("%s: removed (left by an interrupted save)", path);
+            }
+        }
+        closedir(d);
+    }
 }

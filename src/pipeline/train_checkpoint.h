@@ -32,6 +32,11 @@ sdc_status sdc_train_checkpoint_load(sdc_trainer *t, const char *dir, sdc_train_
 /* The complete checkpoint-N with the largest N under output_dir, or
  * SDC_ENOTFOUND. */
 sdc_status sdc_train_checkpoint_latest(const char *output_dir, char *path, size_t cap, sdc_error *err);
+/* After a crash (kill -9, power loss) during a save: a checkpoint-N that a
+ * replacing save had moved to checkpoint-N.old-<pid> goes back (or the
+ * finished checkpoint-N.tmp-<pid> takes its place), and the temporaries of
+ * processes no longer running are removed. Best effort; never fails. */
+void sdc_train_checkpoint_clean(const char *output_dir);
 /* Deletes the oldest complete checkpoints so that at most `keep` remain
  * (keep < 0: no limit). Before saving with --checkpoints_total_limit L,
  * diffusers' scripts keep L − 1 so that L remain after the save. */

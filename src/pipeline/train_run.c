@@ -61,6 +61,7 @@ void sdc_train_args_default(sdc_train_args *a) {
     a->seed = -1;
     a->output_dir = "sd-model-finetuned";
     a->checkpointing_steps = 500;
+    a->max_consecutive_nonfinite = 5;
     a->num_validation_images = 4;
     a->logging_dir = "logs";
     a->num_class_images = 100;
@@ -725,6 +726,43 @@ static sdc_status class_images(run *r, sdc_error *err) {
     return SDC_OK;
 }
 
+/* A finished model in output_dir (a full fine-tune's pipeline folder or a
+ * LoRA file) is not replaced silently: the user asks with --overwrite, or
+ * continues it with --resume_from_checkpoint. */
+static sdc_status refuse_finished_model(const char *dir, sdc_error *err) {
+    static const char *const files[] = {"model_index.json", "pytorch_lora_weights.safetensors", "lora_kohya.safetensors"};
+    char path[4200], unet[4200];
+    snprintf(unet, sizeof unet, "%s/unet", dir);
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        if (sdc_path_exists(path) && (i > 0 || sdc_path_is_dir(unet)))
+            return sdc_fail(err, SDC_EINVAL,
+                            "%s: output_dir already holds a trained model; give --overwrite to replace it, or "
+                            "--resume_from_checkpoint to continue it",
+                            path);
+    }
+    return SDC_OK;
+}
+
+/* Whether every trained parameter is finite: Σw² over each store in double
+ * is finite iff every |w| ≤ FLT_MAX (the largest square, ~1.2e77, and any
+ * sum of them fit a double). A step with a finite gradient can still
+ * overflow the weights (a huge learning rate); those are never checkpointed. */
+static int weights_finite(const run *r) {
+    for (int i = 0; i < r->t.ntrain; i++) {
+        const sdc_params *p = r->t.train[i];
+        if (!isfinite(r->t.ctx.be->sumsq(sdc_params_master(p), p->total))) return 0;
+    }
+    return 1;
+}
+
+/* A JSON number, or null for NaN/±inf (which JSON cannot spell). */
+static const char *json_num(char *buf, size_t cap, double v) {
+    if (isfinite(v)) snprintf(buf, cap, "%.9g", v);
+    else snprintf(buf, cap, "null");
+    return buf;
+}
+
 static sdc_status train(run *r, sdc_error *err) {
     const sdc_train_args *a = r->a;
     if (a->train_batch_size < 1 || a->gradient_accumulation_steps < 1 || a->resolution < 8)
@@ -746,6 +784,8 @@ static sdc_status train(run *r, sdc_error *err) {
     if (!pf) return sdc_fail(err, SDC_EIO, "%s: cannot write in the output folder: %s", a->output_dir, strerror(errno));
     fclose(pf);
     remove(probe);
+    if (!a->overwrite && !a->resume_from_checkpoint) SDC_TRY(refuse_finished_model(a->output_dir, err));
+    if (lead) sdc_train_checkpoint_clean(a->output_dir);
     SDC_TRY(sdc_sd_load(a->pretrained_model_name_or_path, &(sdc_sd_load_opts){.variant = a->variant}, &r->sd, err));
     if (a->pretrained_vae_model_name_or_path) SDC_TRY(replace_vae(r, a->pretrained_vae_model_name_or_path, err));
     const sdc_unet_config *uc = &r->sd.unet->cfg;
@@ -838,6 +878,7 @@ static sdc_status train(run *r, sdc_error *err) {
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     double stop = 0;
+    int nonfinite = 0; /* optimizer steps skipped in a row */
     load_job cur = {0}, ahead = {0};
     while (st == SDC_OK && r->t.step < eff.max_train_steps && !stop) {
         double loss_sum = 0, t0 = now_s();
@@ -902,22 +943,49 @@ static sdc_status train(run *r, sdc_error *err) {
         sdc_dist_mean_f64(&r->dist, sums, 2); /* the loss over all ranks; a signal to any stops all */
         double loss = sums[0];
         stop = sums[1];
-        if (!lead) continue;
-        double ips = (double)(r->B * a->gradient_accumulation_steps) / (now_s() - t0);
-        fprintf(r->log,
-                "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.9g, \"lr\": %.9g, \"grad_norm\": %.9g, "
-                "\"images_per_s\": %.4g%s}\n",
-                (long long)r->t.step, (long long)prog.epoch, loss, lr, gn, ips, skipped ? ", \"skipped\": true" : "");
-        fflush(r->log);
-        record_loss(r, loss, 0);
-        sdc_progress_set_postfix(&bar, "loss=%.4f", loss);
-        sdc_progress_update(&bar, r->t.step);
+        /* a skipped step is not counted: it is reported as the step it
+         * tried to be (t.step + 1), and retried with the next batch. Every
+         * rank skips alike (the gradients were averaged first). */
+        nonfinite = skipped ? nonfinite + 1 : 0;
+        const long long shown = (long long)r->t.step + (skipped ? 1 : 0);
+        if (lead && skipped)
+            SDC_WARN("step %lld skipped: non-finite loss or gradient (loss %g, gradient norm %g), %d in a row", shown, loss,
+                     gn, nonfinite);
+        if (lead) {
+            double ips = (double)(r->B * a->gradient_accumulation_steps) / (now_s() - t0);
+            char b1[40], b2[40], b3[40];
+            fprintf(r->log,
+                    "{\"step\": %lld, \"epoch\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, "
+                    "\"images_per_s\": %.4g%s}\n",
+                    shown, (long long)prog.epoch, json_num(b1, sizeof b1, loss), json_num(b2, sizeof b2, skipped ? NAN : lr),
+                    json_num(b3, sizeof b3, gn), ips, skipped ? ", \"skipped\": true" : "");
+            fflush(r->log);
+            if (!skipped) record_loss(r, loss, 0);
+            sdc_progress_set_postfix(&bar, "loss=%.4f", loss);
+            sdc_progress_update(&bar, r->t.step);
+        }
+        if (skipped && a->max_consecutive_nonfinite > 0 && nonfinite >= a->max_consecutive_nonfinite) {
+            char last[4096];
+            sdc_error e2;
+            if (sdc_train_checkpoint_latest(a->output_dir, last, sizeof last, &e2) != SDC_OK) snprintf(last, sizeof last, "none");
+            st = sdc_fail(err, SDC_ELIMIT,
+                          "stopping at step %lld: %d steps in a row had a non-finite loss or gradient (the last good "
+                          "checkpoint: %s; try a lower --learning_rate)",
+                          shown, nonfinite, last);
+            break;
+        }
+        if (!lead || skipped) continue; /* nothing new to validate or checkpoint */
         if (a->validation_steps > 0 && r->t.step % a->validation_steps == 0 && r->t.step < eff.max_train_steps)
             st = validate(r, err);
         if (st == SDC_OK && a->validation_epochs > 0 && prog.data_pos >= r->ds.n &&
             (prog.epoch + 1) % a->validation_epochs == 0 && r->t.step < eff.max_train_steps)
             st = validate(r, err); /* the epoch just ended */
         if (st == SDC_OK && a->checkpointing_steps > 0 && r->t.step % a->checkpointing_steps == 0) {
+            if (!weights_finite(r)) {
+                SDC_WARN("step %lld: the weights are not finite; checkpoint-%lld not written", (long long)r->t.step,
+                         (long long)r->t.step);
+                continue;
+            }
             if (a->checkpoints_total_limit > 0)
                 st = sdc_train_checkpoint_prune(a->output_dir, a->checkpoints_total_limit - 1, err);
             if (st == SDC_OK) st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, NULL, 0, err);
@@ -934,7 +1002,11 @@ static sdc_status train(run *r, sdc_error *err) {
         /* interrupted: keep everything so far, resumable */
         char path[4096];
         snprintf(path, sizeof path, "%s/checkpoint-%lld", a->output_dir, (long long)r->t.step);
-        if (lead) st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, path, sizeof path, err);
+        if (lead && !weights_finite(r))
+            st = sdc_fail(err, SDC_ELIMIT, "interrupted at step %lld with non-finite weights; no checkpoint written",
+                          (long long)r->t.step);
+        else if (lead)
+            st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, path, sizeof path, err);
         if (st == SDC_OK)
             st = sdc_fail(err, SDC_EINVAL, "interrupted at step %lld; saved %s (resume with --resume_from_checkpoint latest)",
                           (long long)r->t.step, path);

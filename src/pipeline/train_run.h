@@ -56,6 +56,8 @@ typedef struct sdc_train_args {
     int64_t checkpointing_steps;
     int checkpoints_total_limit;
     const char *resume_from_checkpoint; /* a path or "latest" */
+    int overwrite;                 /* replace a finished model already in output_dir */
+    int max_consecutive_nonfinite; /* stop after N skipped (non-finite) steps in a row; 0: never */
     const char *validation_prompt;
     int num_validation_images;
     int64_t validation_steps;  /* also every N optimizer steps (0: at the end only) */
