@@ -8,11 +8,14 @@
 #define SDC_VERSION_STRING "0.1.0"
 
 int cmd_check(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_init(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_train_vae(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 
 /* Prints "sdc: error: <msg>" and returns 1. */

@@ -18,8 +18,11 @@ static const command k_commands[] = {
     {"generate", cmd_generate, "text-to-image: PNGs with the settings in a text chunk, LoRAs, any sampler"},
     {"check", cmd_check, "run a model against golden reference outputs and print each relative error"},
     {"info", cmd_info, "describe a model folder or checkpoint file: family, components, parameters, dtypes, problems"},
+    {"convert", cmd_convert, "convert a model (diffusers folder <-> single file) or a LoRA (diffusers/PEFT <-> kohya)"},
     {"init", cmd_init, "write a randomly initialised model folder (sd15, sd21, sdxl, tiny) in the diffusers layout"},
     {"train", cmd_train, "fine-tune a model: full, LoRA, DreamBooth (diffusers' training-script flags)"},
+    {"train-vae", cmd_train_vae, "train an AutoencoderKL on images (L1 + KL, as latent diffusion's autoencoder)"},
+    {"demo", cmd_demo, "DreamBooth-LoRA on the built-in demo model: a new subject learnt, before/after grid"},
     {"tokenize", cmd_tokenize, "print the token ids of a prompt for each tokenizer of a model"},
     {"version", cmd_version, "print the version and the compiled-in backends (CUDA, cuDNN, NCCL, MPI)"},
 };

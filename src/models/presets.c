@@ -573,6 +573,140 @@ static const char k_tiny_vae[] = /* vae/config.json */
     "  \"use_quant_conv\": true\n"
     "}\n";
 
+/* the demo model's (tools/make_demo_model.sh trains it; data/demo-model) */
+
+static const char k_demo_model_index[] = /* model_index.json */
+    "{\n"
+    "  \"_class_name\": \"StableDiffusionPipeline\",\n"
+    "  \"_diffusers_version\": \"0.42.1\",\n"
+    "  \"feature_extractor\": [\n    null,\n    null\n  ],\n"
+    "  \"image_encoder\": [\n    null,\n    null\n  ],\n"
+    "  \"requires_safety_checker\": false,\n"
+    "  \"safety_checker\": [\n    null,\n    null\n  ],\n"
+    "  \"scheduler\": [\n    \"diffusers\",\n    \"PNDMScheduler\"\n  ],\n"
+    "  \"text_encoder\": [\n    \"transformers\",\n    \"CLIPTextModel\"\n  ],\n"
+    "  \"tokenizer\": [\n    \"transformers\",\n    \"CLIPTokenizer\"\n  ],\n"
+    "  \"unet\": [\n    \"diffusers\",\n    \"UNet2DConditionModel\"\n  ],\n"
+    "  \"vae\": [\n    \"diffusers\",\n    \"AutoencoderKL\"\n  ]\n"
+    "}\n";
+
+static const char k_demo_scheduler[] = /* scheduler/scheduler_config.json */
+    "{\n"
+    "  \"_class_name\": \"PNDMScheduler\",\n"
+    "  \"_diffusers_version\": \"0.42.1\",\n"
+    "  \"beta_end\": 0.012,\n"
+    "  \"beta_schedule\": \"scaled_linear\",\n"
+    "  \"beta_start\": 0.00085,\n"
+    "  \"num_train_timesteps\": 1000,\n"
+    "  \"prediction_type\": \"epsilon\",\n"
+    "  \"set_alpha_to_one\": false,\n"
+    "  \"skip_prk_steps\": true,\n"
+    "  \"steps_offset\": 1,\n"
+    "  \"timestep_spacing\": \"leading\",\n"
+    "  \"trained_betas\": null\n"
+    "}\n";
+
+static const char k_demo_text_encoder[] = /* text_encoder/config.json */
+    "{\n"
+    "  \"architectures\": [\n    \"CLIPTextModel\"\n  ],\n"
+    "  \"attention_dropout\": 0.0,\n"
+    "  \"bos_token_id\": 49406,\n"
+    "  \"dtype\": \"@DTYPE@\",\n"
+    "  \"eos_token_id\": 49407,\n"
+    "  \"hidden_act\": \"quick_gelu\",\n"
+    "  \"hidden_size\": 32,\n"
+    "  \"initializer_factor\": 1.0,\n"
+    "  \"initializer_range\": 0.02,\n"
+    "  \"intermediate_size\": 128,\n"
+    "  \"layer_norm_eps\": 1e-05,\n"
+    "  \"max_position_embeddings\": 77,\n"
+    "  \"model_type\": \"clip_text_model\",\n"
+    "  \"num_attention_heads\": 4,\n"
+    "  \"num_hidden_layers\": 4,\n"
+    "  \"pad_token_id\": 49407,\n"
+    "  \"projection_dim\": 32,\n"
+    "  \"transformers_version\": \"5.23.0\",\n"
+    "  \"vocab_size\": 49408\n"
+    "}\n";
+
+static const char k_demo_unet[] = /* unet/config.json */
+    "{\n"
+    "  \"_class_name\": \"UNet2DConditionModel\",\n"
+    "  \"_diffusers_version\": \"0.42.1\",\n"
+    "  \"act_fn\": \"silu\",\n"
+    "  \"addition_embed_type\": null,\n"
+    "  \"addition_embed_type_num_heads\": 64,\n"
+    "  \"addition_time_embed_dim\": null,\n"
+    "  \"attention_head_dim\": 4,\n"
+    "  \"attention_type\": \"default\",\n"
+    "  \"block_out_channels\": [\n    32,\n    64\n  ],\n"
+    "  \"center_input_sample\": false,\n"
+    "  \"class_embed_type\": null,\n"
+    "  \"class_embeddings_concat\": false,\n"
+    "  \"conv_in_kernel\": 3,\n"
+    "  \"conv_out_kernel\": 3,\n"
+    "  \"cross_attention_dim\": 32,\n"
+    "  \"cross_attention_norm\": null,\n"
+    "  \"down_block_types\": [\n    \"CrossAttnDownBlock2D\",\n    \"CrossAttnDownBlock2D\"\n  ],\n"
+    "  \"downsample_padding\": 1,\n"
+    "  \"dropout\": 0.0,\n"
+    "  \"dual_cross_attention\": false,\n"
+    "  \"encoder_hid_dim\": null,\n"
+    "  \"encoder_hid_dim_type\": null,\n"
+    "  \"flip_sin_to_cos\": true,\n"
+    "  \"freq_shift\": 0,\n"
+    "  \"in_channels\": 4,\n"
+    "  \"layers_per_block\": 1,\n"
+    "  \"mid_block_only_cross_attention\": null,\n"
+    "  \"mid_block_scale_factor\": 1,\n"
+    "  \"mid_block_type\": \"UNetMidBlock2DCrossAttn\",\n"
+    "  \"norm_eps\": 1e-05,\n"
+    "  \"norm_num_groups\": 16,\n"
+    "  \"num_attention_heads\": null,\n"
+    "  \"num_class_embeds\": null,\n"
+    "  \"only_cross_attention\": false,\n"
+    "  \"out_channels\": 4,\n"
+    "  \"projection_class_embeddings_input_dim\": null,\n"
+    "  \"resnet_out_scale_factor\": 1.0,\n"
+    "  \"resnet_skip_time_act\": false,\n"
+    "  \"resnet_time_scale_shift\": \"default\",\n"
+    "  \"reverse_transformer_layers_per_block\": null,\n"
+    "  \"sample_size\": 8,\n"
+    "  \"time_cond_proj_dim\": null,\n"
+    "  \"time_embedding_act_fn\": null,\n"
+    "  \"time_embedding_dim\": null,\n"
+    "  \"time_embedding_type\": \"positional\",\n"
+    "  \"timestep_post_act\": null,\n"
+    "  \"transformer_layers_per_block\": 1,\n"
+    "  \"up_block_types\": [\n    \"CrossAttnUpBlock2D\",\n    \"CrossAttnUpBlock2D\"\n  ],\n"
+    "  \"upcast_attention\": false,\n"
+    "  \"use_linear_projection\": false\n"
+    "}\n";
+
+static const char k_demo_vae[] = /* vae/config.json */
+    "{\n"
+    "  \"_class_name\": \"AutoencoderKL\",\n"
+    "  \"_diffusers_version\": \"0.42.1\",\n"
+    "  \"act_fn\": \"silu\",\n"
+    "  \"block_out_channels\": [\n    16,\n    32,\n    64\n  ],\n"
+    "  \"down_block_types\": [\n    \"DownEncoderBlock2D\",\n    \"DownEncoderBlock2D\",\n    \"DownEncoderBlock2D\"\n  ],\n"
+    "  \"force_upcast\": true,\n"
+    "  \"in_channels\": 3,\n"
+    "  \"latent_channels\": 4,\n"
+    "  \"latents_mean\": null,\n"
+    "  \"latents_std\": null,\n"
+    "  \"layers_per_block\": 1,\n"
+    "  \"mid_block_add_attention\": true,\n"
+    "  \"norm_num_groups\": 8,\n"
+    "  \"out_channels\": 3,\n"
+    "  \"sample_size\": 32,\n"
+    "  \"scaling_factor\": 0.18215,\n"
+    "  \"shift_factor\": null,\n"
+    "  \"up_block_types\": [\n    \"UpDecoderBlock2D\",\n    \"UpDecoderBlock2D\",\n    \"UpDecoderBlock2D\"\n  ],\n"
+    "  \"use_post_quant_conv\": true,\n"
+    "  \"use_quant_conv\": true\n"
+    "}\n";
+
 /* ---- the table ----------------------------------------------------------------------------------------------- */
 
 /* pad tokens: CLIP-L tokenizers pad with <|endoftext|>, OpenCLIP ones with "!" */
@@ -603,6 +737,12 @@ static const sdc_preset k_presets[] = {
       {"unet", SDC_PRESET_UNET, k_tiny_unet},
       {"vae", SDC_PRESET_VAE, k_tiny_vae}},
      {PAD_EOT, NULL}},
+    {"demo", "the demo model's architecture: 32x32 images, 4x8x8 latents, 1M-parameter UNet, 4-layer CLIP of width 32",
+     k_demo_model_index, k_demo_scheduler, 3,
+     {{"text_encoder", SDC_PRESET_CLIP_TEXT, k_demo_text_encoder},
+      {"unet", SDC_PRESET_UNET, k_demo_unet},
+      {"vae", SDC_PRESET_VAE, k_demo_vae}},
+     {PAD_EOT, NULL}},
 };
 #define NPRESETS (int)(sizeof k_presets / sizeof k_presets[0])
 
@@ -612,7 +752,7 @@ const sdc_preset *sdc_preset_find(const char *name) {
     return NULL;
 }
 
-const char *sdc_preset_names(void) { return "sd15|sd21|sdxl|tiny"; }
+const char *sdc_preset_names(void) { return "sd15|sd21|sdxl|tiny|demo"; }
 
 /* ---- rendering ------------------------------------------------------------------------------------------------- */
 

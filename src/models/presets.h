@@ -44,7 +44,7 @@ typedef struct sdc_preset {
 
 /* NULL when there is no preset of that name. */
 const sdc_preset *sdc_preset_find(const char *name);
-/* "sd15|sd21|sdxl|tiny" */
+/* "sd15|sd21|sdxl|tiny|demo" */
 const char *sdc_preset_names(void);
 
 /* A JSON file of a preset folder: path relative to the folder, final text. */

@@ -1,0 +1,24 @@
+# The demo (included by the Makefile).
+#
+#   make demo        builds ./sdc (installing missing Debian packages as root,
+#                    or printing the apt line; see check-deps) and runs
+#                    `./sdc demo`: DreamBooth-LoRA on the shipped demo model
+#                    (data/demo-model), writing demo/before_after.png, the
+#                    LoRA, the training images and demo/logs/. A few minutes
+#                    on two cores, no network, no downloaded weights.
+#   make demo-model  remakes data/demo-model from nothing with sdc's own
+#                    tools (tools/make_demo_model.sh: synthetic shapes, VAE,
+#                    UNet + text encoder); about an hour on two cores.
+#
+# The build runs with one job per core unless make was given -j itself.
+
+DEMO_JOBS = $(if $(findstring -j,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 2))
+
+.PHONY: demo demo-model
+demo:
+	@$(MAKE) --no-print-directory $(DEMO_JOBS) sdc
+	./sdc demo
+
+demo-model:
+	@$(MAKE) --no-print-directory $(DEMO_JOBS) sdc
+	sh tools/make_demo_model.sh
