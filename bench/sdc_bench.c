@@ -136,34 +136,6 @@ static double unet_flops(const sdc_unet_config *cfg, int64_t h, int64_t w, int64
 
 /* ---- models from presets ------------------------------------------------------------------------------------------ */
 
-/* sdc_params_init_random's values (one Philox stream per parameter, seeded
- * the same way), drawn in parallel over the parameters: single-threaded,
- * an SDXL UNet's 2.6 G values take tens of seconds the benchmark would
- * spend before every row. */
-static void init_random(sdc_params *p, uint64_t seed) {
-    const long n = (long)p->count;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (long i = 0; i < n; i++) {
-        sdc_param *it = &p->items[i];
-        float *d = it->slot->data;
-        sdc_rng r;
-        sdc_rng_init(&r, seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(i + 1)));
-        switch (it->init.kind) {
-        case SDC_INIT_ZERO: memset(d, 0, (size_t)it->numel * sizeof(float)); break;
-        case SDC_INIT_ONE:
-            for (int64_t j = 0; j < it->numel; j++) d[j] = 1.0f;
-            break;
-        case SDC_INIT_UNIFORM:
-            sdc_rng_fill_uniform(&r, d, (size_t)it->numel);
-            for (int64_t j = 0; j < it->numel; j++) d[j] = (2.0f * d[j] - 1.0f) * it->init.a;
-            break;
-        case SDC_INIT_NORMAL:
-            sdc_rng_fill_normal(&r, d, (size_t)it->numel);
-            for (int64_t j = 0; j < it->numel; j++) d[j] *= it->init.a;
-            break;
-        }
-    }
-}
 
 static const sdc_preset_model *preset_model(const sdc_preset *p, sdc_preset_kind kind, int nth) {
     for (int i = 0; i < p->nmodels; i++) {
@@ -194,7 +166,7 @@ static sdc_status build_unet(const sdc_preset *p, uint64_t seed, sdc_unet **out,
         free(u);
         return err->code;
     }
-    init_random(&u->params, seed);
+    sdc_params_init_random(&u->params, seed);
     *out = u;
     return SDC_OK;
 }
@@ -214,7 +186,7 @@ static sdc_status build_vae(const sdc_preset *p, uint64_t seed, sdc_vae **out, s
         free(v);
         return err->code;
     }
-    init_random(&v->params, seed + 1);
+    sdc_params_init_random(&v->params, seed + 1);
     *out = v;
     return SDC_OK;
 }
@@ -242,7 +214,7 @@ static sdc_status build_sd(const sdc_preset *p, uint64_t seed, sdc_sd *sd, sdc_e
             sd->te[i] = NULL;
             return s;
         }
-        init_random(&sd->te[i]->params, seed + 2 + (uint64_t)i);
+        sdc_params_init_random(&sd->te[i]->params, seed + 2 + (uint64_t)i);
         SDC_TRY(sdc_clip_tokenizer_default(p->pad[i], &sd->tok[i], err));
         sd->nte = i + 1;
     }
@@ -358,7 +330,7 @@ static sdc_status run_train(const opts *o, const sdc_preset *p, sdc_error *err) 
         sdc_lora_config lc = {.targets = sdc_lora_targets_diffusers, .ntargets = 4, .rank = o->lora,
                               .alpha = (float)o->lora, .init = SDC_LORA_INIT_GAUSSIAN};
         SDC_TRY(sdc_lora_attach(&ls, &u->params, &lc, "unet_lora", err));
-        init_random(&ls.params, o->seed + 7);
+        sdc_params_init_random(&ls.params, o->seed + 7);
         SDC_TRY(sdc_params_to_device(&ls.params, d.be, d.dev, d.dtype, err));
         train = &ls.params;
     }
