@@ -6,7 +6,6 @@
 #include "backend/ops.h"
 #include "backend/ops_backward.h"
 #include "backend/profile.h"
-#include "core/vmem.h"
 
 sdc_status sdc_tape_init(sdc_tape *t, const sdc_arena *arena, sdc_error *err) {
     return sdc_tape_init_on(t, sdc_cpu_backend(), arena, err);
