@@ -277,6 +277,7 @@ static sdc_status run(const sdc_demo_opts *o, const demo_settings *ds, const cha
     a.lr_warmup_steps = 0;
     a.seed = (int64_t)o->seed;
     a.output_dir = out;
+    a.overwrite = 1; /* the demo's own folder: a second run replaces the first */
     a.checkpointing_steps = steps + 1; /* no checkpoints: the run is short */
     SDC_TRY(sdc_train_run(&a, err));
 
