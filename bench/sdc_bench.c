@@ -543,21 +543,6 @@ static sdc_status run_vae(const opts *o, const sdc_preset *p, sdc_error *err) {
     return SDC_OK;
 }
 
-static sdc_status write_text(const char *root, const char *rel, const char *text, sdc_error *err) {
-    char *path = sdc_path_join(root, rel);
-    if (!path) return sdc_fail(err, SDC_ENOMEM, "out of memory");
-    char *slash = strrchr(path, '/');
-    sdc_status s = SDC_OK;
-    if (slash) {
-        *slash = '\0';
-        s = sdc_mkdirs(path, err);
-        *slash = '/';
-    }
-    if (s == SDC_OK) s = sdc_write_file_atomic(path, text, strlen(text), err);
-    free(path);
-    return s;
-}
-
 /* The preset's folder without weights: every config `sdc init` writes and
  * the tokenizers' vocab.json/merges.txt. */
 static sdc_status run_config(const opts *o, const sdc_preset *p, sdc_error *err) {
@@ -566,7 +551,7 @@ static sdc_status run_config(const opts *o, const sdc_preset *p, sdc_error *err)
     int n = 0;
     SDC_TRY(sdc_preset_files(p, "float32", &files, &n, err));
     sdc_status s = sdc_mkdirs(o->out, err);
-    for (int i = 0; s == SDC_OK && i < n; i++) s = write_text(o->out, files[i].path, files[i].text, err);
+    for (int i = 0; s == SDC_OK && i < n; i++) s = sdc_write_text_at(o->out, files[i].path, files[i].text, err);
     sdc_preset_files_free(files, n);
     static const char *const tok[2] = {"tokenizer", "tokenizer_2"};
     for (int i = 0; s == SDC_OK && i < 2 && preset_model(p, SDC_PRESET_CLIP_TEXT, i); i++) {

@@ -156,21 +156,6 @@ static sdc_status make_parent(const char *path, sdc_error *err) {
     return s;
 }
 
-static sdc_status write_text(const char *root, const char *rel, const char *text, sdc_error *err) {
-    char *path = sdc_path_join(root, rel);
-    if (!path) return sdc_fail(err, SDC_ENOMEM, "out of memory");
-    char *slash = strrchr(path, '/');
-    sdc_status s = SDC_OK;
-    if (slash) {
-        *slash = '\0';
-        s = sdc_mkdirs(path, err);
-        *slash = '/';
-    }
-    if (s == SDC_OK) s = sdc_write_file_atomic(path, text, strlen(text), err);
-    free(path);
-    return s;
-}
-
 /* ---- a model to a diffusers folder --------------------------------------------------------------------------- */
 
 /* cfg as config.json text, the text encoders' dtype field naming what is
@@ -320,10 +305,10 @@ static sdc_status write_pipeline_files(const char *root, const sdc_sd *sd, sdc_d
         if (strcmp(rel, "scheduler/scheduler_config.json") == 0) {
             char *text = NULL;
             s = scheduler_text(files[i].text, &sd->sched, &text, err);
-            if (s == SDC_OK) s = write_text(root, rel, text, err);
+            if (s == SDC_OK) s = sdc_write_text_at(root, rel, text, err);
             free(text);
         } else {
-            s = write_text(root, rel, files[i].text, err);
+            s = sdc_write_text_at(root, rel, files[i].text, err);
         }
     }
     sdc_preset_files_free(files, n);

@@ -70,21 +70,6 @@ static int dir_state(const char *path) {
     return any;
 }
 
-static sdc_status write_text(const char *root, const char *rel, const char *text, sdc_error *err) {
-    char *path = sdc_path_join(root, rel);
-    if (!path) return sdc_fail(err, SDC_ENOMEM, "out of memory");
-    char *slash = strrchr(path, '/');
-    sdc_status s = SDC_OK;
-    if (slash) {
-        *slash = '\0';
-        s = sdc_mkdirs(path, err);
-        *slash = '/';
-    }
-    if (s == SDC_OK) s = sdc_write_file_atomic(path, text, strlen(text), err);
-    free(path);
-    return s;
-}
-
 /* ---- one component ------------------------------------------------------------------------------------------------ */
 
 /* Converts every parameter to dtype in place (16-bit values packed at the
@@ -284,7 +269,7 @@ static void arm(int on) {
 static sdc_status write_folder(const sdc_preset *p, const sdc_preset_file *files, int nfiles, uint64_t seed,
                                const init_dtype *dt, const char *root, sdc_error *err) {
     sdc_status s = SDC_OK;
-    for (int i = 0; s == SDC_OK && i < nfiles; i++) s = write_text(root, files[i].path, files[i].text, err);
+    for (int i = 0; s == SDC_OK && i < nfiles; i++) s = sdc_write_text_at(root, files[i].path, files[i].text, err);
     for (int i = 0; s == SDC_OK && i < 2; i++) {
         if (!p->pad[i]) continue;
         char *dir = sdc_path_join(root, k_tokenizer_dirs[i]);

@@ -246,3 +246,18 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 }
 
 int sdc_remove_tree(const char *path) { return nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+sdc_status sdc_write_text_at(const char *root, const char *rel, const char *text, sdc_error *err) {
+    char *path = sdc_path_join(root, rel);
+    if (!path) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    char *slash = strrchr(path, '/');
+    sdc_status s = SDC_OK;
+    if (slash) {
+        *slash = '\0';
+        s = sdc_mkdirs(path, err);
+        *slash = '/';
+    }
+    if (s == SDC_OK) s = sdc_write_file_atomic(path, text, strlen(text), err);
+    free(path);
+    return s;
+}

@@ -43,6 +43,9 @@ sdc_status sdc_atomic_commit(sdc_atomic_file *f, sdc_error *err);
 void sdc_atomic_abort(sdc_atomic_file *f);
 /* One-shot helper over the above. */
 sdc_status sdc_write_file_atomic(const char *path, const void *buf, size_t n, sdc_error *err);
+/* Writes the text to root/rel atomically, creating rel's folders (config
+ * files of a model folder: "unet/config.json"). */
+sdc_status sdc_write_text_at(const char *root, const char *rel, const char *text, sdc_error *err);
 
 int sdc_path_exists(const char *path);
 int sdc_path_is_dir(const char *path);
