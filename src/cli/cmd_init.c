@@ -347,7 +347,7 @@ int cmd_init(int argc, char **argv) {
     int64_t seed = 0;
     cli_flag flags[] = {
         {.name = "preset", .kind = CLI_STR, .dst = &preset, .meta = "NAME",
-         .help = "architecture: sd15, sd21, sdxl or tiny", .group = "model"},
+         .help = "architecture: sd15, sd21, sdxl, tiny or demo (the embedded demo's small model)", .group = "model"},
         {.name = "output", .kind = CLI_STR, .dst = &output, .meta = "DIR",
          .help = "folder to create (must not exist, or be empty)", .group = "model"},
         {.name = "seed", .kind = CLI_I64, .dst = &seed, .meta = "N",
@@ -356,7 +356,7 @@ int cmd_init(int argc, char **argv) {
          .def = "fp32", .group = "model"},
     };
     int n = (int)(sizeof flags / sizeof *flags);
-    int rc = cli_parse("init", "--preset sd15|sd21|sdxl|tiny --output DIR [--seed N] [--dtype fp32|fp16|bf16]", flags,
+    int rc = cli_parse("init", "--preset sd15|sd21|sdxl|tiny|demo --output DIR [--seed N] [--dtype fp32|fp16|bf16]", flags,
                        n, argc, argv);
     if (rc) return rc == 1 ? 0 : rc;
     if (!preset || !output) return cli_usage_error("init needs --preset NAME and --output DIR (sdc init --help)");
