@@ -74,7 +74,7 @@ void sdc_synth_scene_subject(uint64_t seed, uint64_t index, sdc_synth_scene *s) 
     s->fill = SDC_COLOR_YELLOW;
     s->fill2 = SDC_COLOR_PURPLE;
     s->pattern = SDC_FILL_CHECKER;
-    s->cells = 1.5f;
+    s->cells = 1.0f; /* 2×2 cells: finer ones blur in 4×8×8 latents */
     s->bg = bgs[sdc_rng_below(&r, (uint32_t)(sizeof bgs / sizeof *bgs))];
     s->large = 1;
     s->size = uniform(&r, 0.28f, 0.40f);
