@@ -167,28 +167,8 @@ static char *config_text(const cJSON *cfg, sdc_dtype dtype) {
     for (int k = 0; k < 2; k++)
         if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(c, keys[k])))
             cJSON_ReplaceItemInObjectCaseSensitive(c, keys[k], cJSON_CreateString(torch_of(dtype)));
-    /* cJSON prints 1.0 as 1, and transformers 5's config classes refuse an
-     * int where they declare a float: CLIPTextConfig's float fields keep a
-     * decimal point */
-    static const char *const floats[] = {"initializer_factor", "initializer_range", "layer_norm_eps",
-                                         "attention_dropout", "dropout"};
-    for (size_t k = 0; k < sizeof floats / sizeof *floats; k++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, floats[k]);
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e15) continue;
-        char raw[32];
-        snprintf(raw, sizeof raw, "%.1f", v->valuedouble);
-        cJSON_ReplaceItemInObjectCaseSensitive(c, floats[k], cJSON_CreateRaw(raw));
-    }
-    char *body = cJSON_Print(c);
+    char *text = sdc_json_print_config(c);
     cJSON_Delete(c);
-    if (!body) return NULL;
-    size_t n = strlen(body);
-    char *text = realloc(body, n + 2);
-    if (!text) {
-        free(body);
-        return NULL;
-    }
-    memcpy(text + n, "\n", 2);
     return text;
 }
 

@@ -1,6 +1,7 @@
 #include "io/json.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -159,4 +160,29 @@ sdc_status sdc_json_get_int_list(const cJSON *obj, const char *key, int64_t *out
     }
     *count = n;
     return SDC_OK;
+}
+
+char *sdc_json_print_config(const cJSON *cfg) {
+    cJSON *c = cJSON_Duplicate(cfg, 1);
+    if (!c) return NULL;
+    static const char *const floats[] = {"initializer_factor", "initializer_range", "layer_norm_eps",
+                                         "attention_dropout", "dropout"};
+    for (size_t k = 0; k < sizeof floats / sizeof *floats; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, floats[k]);
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || fabs(v->valuedouble) > 1e15) continue;
+        char raw[32];
+        snprintf(raw, sizeof raw, "%.1f", v->valuedouble);
+        cJSON_ReplaceItemInObjectCaseSensitive(c, floats[k], cJSON_CreateRaw(raw));
+    }
+    char *body = cJSON_Print(c);
+    cJSON_Delete(c);
+    if (!body) return NULL;
+    size_t n = strlen(body);
+    char *text = realloc(body, n + 2);
+    if (!text) {
+        free(body);
+        return NULL;
+    }
+    memcpy(text + n, "\n", 2);
+    return text;
 }

@@ -39,6 +39,12 @@ sdc_status sdc_json_get_string(const cJSON *obj, const char *key, const char **o
 sdc_status sdc_json_get_int_list(const cJSON *obj, const char *key, int64_t *out, int cap, int *count,
                                  const char *what, sdc_error *err);
 
+/* A config object as config.json text (indented, ending in a newline;
+ * malloc'd, NULL when out of memory). cJSON prints 1.0 as 1, and
+ * transformers 5's config classes refuse an int where they declare a float:
+ * the float fields of CLIP's configs keep a decimal point. */
+char *sdc_json_print_config(const cJSON *cfg);
+
 /* True if d is an integer exactly representable as int64. */
 int sdc_json_is_int(double d);
 
