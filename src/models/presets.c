@@ -583,25 +583,34 @@ static const char k_demo_model_index[] = /* model_index.json */
     "  \"image_encoder\": [\n    null,\n    null\n  ],\n"
     "  \"requires_safety_checker\": false,\n"
     "  \"safety_checker\": [\n    null,\n    null\n  ],\n"
-    "  \"scheduler\": [\n    \"diffusers\",\n    \"PNDMScheduler\"\n  ],\n"
+    "  \"scheduler\": [\n    \"diffusers\",\n    \"DDIMScheduler\"\n  ],\n"
     "  \"text_encoder\": [\n    \"transformers\",\n    \"CLIPTextModel\"\n  ],\n"
     "  \"tokenizer\": [\n    \"transformers\",\n    \"CLIPTokenizer\"\n  ],\n"
     "  \"unet\": [\n    \"diffusers\",\n    \"UNet2DConditionModel\"\n  ],\n"
     "  \"vae\": [\n    \"diffusers\",\n    \"AutoencoderKL\"\n  ]\n"
     "}\n";
 
+/* DDIM, not SD 1.x's PLMS: the 1M-parameter model's noise predictions are
+ * too rough early in sampling for PLMS's 4th-order extrapolation (diffusers'
+ * PNDMScheduler gives the same noise from it); DDIM's first-order steps
+ * draw its shapes cleanly */
 static const char k_demo_scheduler[] = /* scheduler/scheduler_config.json */
     "{\n"
-    "  \"_class_name\": \"PNDMScheduler\",\n"
+    "  \"_class_name\": \"DDIMScheduler\",\n"
     "  \"_diffusers_version\": \"0.42.1\",\n"
     "  \"beta_end\": 0.012,\n"
     "  \"beta_schedule\": \"scaled_linear\",\n"
     "  \"beta_start\": 0.00085,\n"
+    "  \"clip_sample\": false,\n"
+    "  \"clip_sample_range\": 1.0,\n"
+    "  \"dynamic_thresholding_ratio\": 0.995,\n"
     "  \"num_train_timesteps\": 1000,\n"
     "  \"prediction_type\": \"epsilon\",\n"
+    "  \"rescale_betas_zero_snr\": false,\n"
+    "  \"sample_max_value\": 1.0,\n"
     "  \"set_alpha_to_one\": false,\n"
-    "  \"skip_prk_steps\": true,\n"
     "  \"steps_offset\": 1,\n"
+    "  \"thresholding\": false,\n"
     "  \"timestep_spacing\": \"leading\",\n"
     "  \"trained_betas\": null\n"
     "}\n";
