@@ -1,5 +1,5 @@
 # sdc build. `make` builds ./sdc for the CPU, and compiles and links the CUDA
-# backend too when nvcc is found. Switches: NO_CUDA=1, NO_CUDNN=1, NO_NCCL=1,
+# backend too when nvcc is found. Switches: NO_CUDA=1, NO_CUDNN=1,
 # NO_MPI=1, NO_OMP=1; WERROR=1 adds -Werror; `make cuda` insists on CUDA.
 
 CC       ?= gcc
@@ -61,7 +61,7 @@ ifeq ($(USE_CUDA),1)
   endif
   LDFLAGS += -L$(CUDA_LIB) -Wl,-rpath,$(CUDA_LIB)
   LDLIBS += -lcublasLt -lcublas -lcudart -lstdc++
-  # cuDNN and NCCL: the toolkit's folders, /usr/local, the system, or CUDNN_HOME / NCCL_HOME
+  # cuDNN: the toolkit's folders, /usr/local, the system, or CUDNN_HOME
   define find_lib
     $(firstword $(foreach d,$($(1)_HOME) $(CUDA_HOME) /usr/local /usr,$(if $(wildcard $(d)/include/$(2)),$(d))))
   endef
@@ -79,20 +79,8 @@ ifeq ($(USE_CUDA),1)
       LDLIBS += -lcudnn
     endif
   endif
-  ifeq ($(NO_NCCL),1)
-    $(info → NCCL: off (NO_NCCL=1))
-  else
-    NCCL_DIR := $(strip $(call find_lib,NCCL,nccl.h))
-    ifeq ($(NCCL_DIR),)
-      $(info ✗ NCCL: not found (set NCCL_HOME), building without it)
-    else
-      $(info ✓ NCCL: $(NCCL_DIR))
-      CFLAGS_BASE += -DSDC_WITH_NCCL -I$(NCCL_DIR)/include
-      NVCCFLAGS += -DSDC_WITH_NCCL -I$(NCCL_DIR)/include
-      LDFLAGS += -L$(NCCL_DIR)/lib64 -L$(NCCL_DIR)/lib -Wl,-rpath,$(NCCL_DIR)/lib
-      LDLIBS += -lnccl
-    endif
-  endif
+  # NCCL is loaded at run time (dlopen; src/backend/cuda/cuda_nccl.cu): nothing to link
+  LDLIBS += -ldl
 endif
 
 ifeq ($(NO_MPI),1)

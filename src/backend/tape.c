@@ -165,6 +165,8 @@ static void backward_checkpoint(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op, 
     sub->be = t->be;
     memcpy(sub->stores, t->stores, sizeof t->stores);
     sub->nstores = t->nstores;
+    sub->grad_hook = t->grad_hook;
+    sub->grad_user = t->grad_user;
     size_t mark = sdc_arena_mark(c->arena);
     c->tape = sub;
     sdc_tensor y = op->fn(c, op->module, &op->in[0], op->in[1].data ? &op->in[1] : NULL);
@@ -315,6 +317,14 @@ static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
     case SDC_TAPE_CHECKPOINT: break; /* handled above */
     }
     sdc_arena_release(c->arena, mark);
+    /* parameter gradients this op has added to (enqueued, on a device) */
+    if (t->grad_hook) {
+        const sdc_tensor *in[3] = {x, y, z};
+        const sdc_tensor *gs[3] = {&gx, &gy, &gz};
+        const int w[3] = {wx, wy, wz};
+        for (int i = 0; i < 3; i++)
+            if (w[i] && store_of(t, in[i]->data) >= 0) t->grad_hook(t->grad_user, gs[i]->data, sdc_tensor_numel(in[i]));
+    }
 }
 
 static void backward_ops(sdc_ctx *c, sdc_tape *t) {

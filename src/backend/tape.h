@@ -82,6 +82,12 @@ typedef struct sdc_tape {
         size_t n;
     } stores[SDC_TAPE_MAX_STORES];
     int nstores;
+    /* Called in backward after each op that added to a watched parameter
+     * gradient (grad: the parameter's gradient, n elements), once that work
+     * is enqueued: data parallelism starts a bucket's reduction as soon as
+     * its last contribution is in (train/dp.h). NULL: none. */
+    void (*grad_hook)(void *user, const float *grad, size_t n);
+    void *grad_user;
     int checkpointing;    /* gradient checkpointing: modules run through sdc_checkpoint */
     struct sdc_tape *sub; /* the tape a checkpointed module is recomputed on (reused) */
 } sdc_tape;

@@ -1,6 +1,7 @@
 #include "core/dist.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef SDC_WITH_MPI
 #include <mpi.h>
@@ -67,5 +68,46 @@ void sdc_dist_barrier(const sdc_dist *d) {
     if (d->mpi) MPI_Barrier(MPI_COMM_WORLD);
 #else
     (void)d;
+#endif
+}
+
+double sdc_dist_sum_f64(const sdc_dist *d, double v) {
+#ifdef SDC_WITH_MPI
+    if (d->mpi) MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+#else
+    (void)d;
+#endif
+    return v;
+}
+
+void sdc_dist_bcast(const sdc_dist *d, void *buf, size_t bytes, int root) {
+#ifdef SDC_WITH_MPI
+    if (d->mpi) MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD);
+#else
+    (void)d, (void)buf, (void)bytes, (void)root;
+#endif
+}
+
+/* MPI counts are int: callers hand buckets far below 2^31 elements */
+void sdc_dist_reduce_scatter_mean_f32(const sdc_dist *d, float *buf, size_t n) {
+#ifdef SDC_WITH_MPI
+    if (!d->mpi || n == 0) return;
+    /* in place, MPI leaves this rank's part at the start of the buffer */
+    MPI_Reduce_scatter_block(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    float *mine = buf + (size_t)d->rank * n;
+    memmove(mine, buf, n * sizeof *buf);
+    const float inv = 1.0f / (float)d->size;
+    for (size_t i = 0; i < n; i++) mine[i] *= inv;
+#else
+    (void)d, (void)buf, (void)n;
+#endif
+}
+
+void sdc_dist_allgather(const sdc_dist *d, void *buf, size_t bytes) {
+#ifdef SDC_WITH_MPI
+    if (!d->mpi || bytes == 0) return;
+    MPI_Allgather(MPI_IN_PLACE, 0, MPI_BYTE, buf, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
+#else
+    (void)d, (void)buf, (void)bytes;
 #endif
 }

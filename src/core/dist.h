@@ -19,5 +19,14 @@ void sdc_dist_init(sdc_dist *d);
 void sdc_dist_mean_f32(const sdc_dist *d, float *buf, size_t n);
 void sdc_dist_mean_f64(const sdc_dist *d, double *buf, size_t n);
 void sdc_dist_barrier(const sdc_dist *d);
+/* The sum over ranks of v (v itself for one process). */
+double sdc_dist_sum_f64(const sdc_dist *d, double v);
+/* root's bytes into every rank's buf. */
+void sdc_dist_bcast(const sdc_dist *d, void *buf, size_t bytes, int root);
+/* In place over buf[0 .. n*size): the mean over ranks of the whole, of which
+ * rank r keeps its part at buf + r*n (the rest is left undefined). */
+void sdc_dist_reduce_scatter_mean_f32(const sdc_dist *d, float *buf, size_t n);
+/* In place: rank r's bytes at buf + r*bytes go to every rank. */
+void sdc_dist_allgather(const sdc_dist *d, void *buf, size_t bytes);
 
 #endif

@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "io/json.h"
 #include "io/safetensors.h"
+#include "train/dp.h"
 
 static void fsync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
@@ -107,8 +108,13 @@ sdc_status sdc_train_checkpoint_save(const sdc_trainer *t, const sdc_train_progr
         sdc_params *s = t->train[i];
         sdc_params_sync_host(s); /* a GPU's master weights into s->data */
         float *om = NULL, *ov = NULL;
-        const float *data[1] = {s->data},
-                    *moments[2] = {host_view(t, t->opt[i].m, s->total, &om), host_view(t, t->opt[i].v, s->total, &ov)};
+        const float *data[1] = {s->data}, *moments[2];
+        if (t->dp && t->dp->zero) { /* sharded: sdc_trainer_gather_state brought them together */
+            SDC_ASSERT(t->dp->host_m[i] && t->dp->host_v[i]);
+            moments[0] = t->dp->host_m[i], moments[1] = t->dp->host_v[i];
+        } else {
+            moments[0] = host_view(t, t->opt[i].m, s->total, &om), moments[1] = host_view(t, t->opt[i].v, s->total, &ov);
+        }
         static const char *const none[1] = {""}, *const msuf[2] = {".exp_avg", ".exp_avg_sq"};
         if (!moments[0] || !moments[1]) st = sdc_fail(err, SDC_ENOMEM, "out of memory saving a checkpoint");
         snprintf(file, sizeof file, "%s/%s.safetensors", tmp, s->component);
@@ -206,8 +212,19 @@ sdc_status sdc_train_checkpoint_load(sdc_trainer *t, const char *dir, sdc_train_
         st = read_store(file, s, s->data, "", err);
         if (st == SDC_OK) sdc_params_sync_device(s);
         snprintf(file, sizeof file, "%s/%s.optimizer.safetensors", dir, s->component);
-        if (st == SDC_OK) st = read_store_to(t, file, s, t->opt[i].m, ".exp_avg", err);
-        if (st == SDC_OK) st = read_store_to(t, file, s, t->opt[i].v, ".exp_avg_sq", err);
+        if (t->dp && t->dp->zero) {
+            /* the full moments, of which this rank keeps its parts (any rank count can resume) */
+            float *h = calloc(s->total ? s->total : 1, sizeof *h);
+            if (!h) st = sdc_fail(err, SDC_ENOMEM, "out of memory reading %s", file);
+            if (st == SDC_OK) st = read_store(file, s, h, ".exp_avg", err);
+            if (st == SDC_OK) sdc_dp_scatter_moments(t->dp, i, h, t->opt[i].m);
+            if (st == SDC_OK) st = read_store(file, s, h, ".exp_avg_sq", err);
+            if (st == SDC_OK) sdc_dp_scatter_moments(t->dp, i, h, t->opt[i].v);
+            free(h);
+        } else {
+            if (st == SDC_OK) st = read_store_to(t, file, s, t->opt[i].m, ".exp_avg", err);
+            if (st == SDC_OK) st = read_store_to(t, file, s, t->opt[i].v, ".exp_avg_sq", err);
+        }
         t->opt[i].step = (int64_t)as->valuedouble;
         t->ctx.be->mem_zero(s->grad, s->total * sizeof(float));
     }

@@ -27,6 +27,7 @@
 #include "core/rng.h"
 #include "data/dataset.h"
 #include "io/json.h"
+#include "train/dp.h"
 #include "io/safetensors.h"
 #include "data/image.h"
 #include "data/plot.h"
@@ -107,8 +108,6 @@ typedef struct run {
     sdc_trainer t;
     sdc_arena arena;
     sdc_ctx ctx; /* where everything computes: device, activation dtype, the arena */
-    float *host_grad; /* several processes on GPUs: gradients pass through here */
-    size_t host_grad_n;
     int64_t B, C, h, w, T, D, P, res, per;
     sdc_dist dist; /* this process's shard: ranks take consecutive slices of each global batch */
     uint64_t seed;
@@ -495,7 +494,7 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
         return sdc_fail(err, SDC_EUNSUPPORTED, "%s: saving a full fine-tune needs a diffusers folder as the base model",
                         a->pretrained_model_name_or_path);
     const sdc_component *uc = sdc_model_component(&r->sd.files, "unet");
-    char *cfg = cJSON_Print(uc->config);
+    char *cfg = sdc_json_print_config(uc->config);
     if (!cfg) return sdc_fail(err, SDC_ENOMEM, "out of memory");
     /* the folder is built aside, then its entries move into output_dir
      * (which already holds the checkpoints and logs) */
@@ -521,7 +520,7 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
     for (int i = 0; st == SDC_OK && r->train_te && i < r->sd.nte; i++) {
         const char *name = i ? "text_encoder_2" : "text_encoder";
         const sdc_component *tc = sdc_model_component(&r->sd.files, name);
-        char tdir[4300], *tcfg = tc ? cJSON_Print(tc->config) : NULL;
+        char tdir[4300], *tcfg = tc ? sdc_json_print_config(tc->config) : NULL;
         snprintf(tdir, sizeof tdir, "%s/%s", tmp, name);
         if (!tcfg) {
             st = sdc_fail(err, SDC_ENOMEM, "out of memory");
@@ -827,8 +826,11 @@ static sdc_status train(run *r, sdc_error *err) {
     if (eff.max_train_steps <= 0) eff.max_train_steps = eff.num_train_epochs * per_epoch;
     r->a = &eff;
     SDC_TRY(set_up_training(r, err));
-    for (int i = 0; i < r->t.ntrain; i++)
-        if (r->t.train[i]->total > r->host_grad_n) r->host_grad_n = r->t.train[i]->total;
+    /* several processes: gradients averaged over them (NCCL on GPUs, MPI on CPUs) */
+    SDC_TRY(sdc_trainer_enable_dp(&r->t, &r->dist, a->zero_stage, 0, err));
+    if (lead && r->t.dp)
+        SDC_INFO("data parallel over %d processes through %s%s", r->dist.size, sdc_comm_name(&r->t.dp->comm),
+                 a->zero_stage ? ", optimizer state sharded (ZeRO-1)" : "");
 
     SDC_TRY(sdc_mkdirs(a->output_dir, err));
     sdc_train_progress prog = {.rng_seed = r->seed};
@@ -917,24 +919,6 @@ static sdc_status train(run *r, sdc_error *err) {
             loss_sum += loss;
         }
         if (st != SDC_OK) break;
-        /* data parallel: every rank steps with the gradients averaged over
-         * all (GPU gradients through a host buffer: MPI moves host memory) */
-        for (int i = 0; r->dist.size > 1 && i < r->t.ntrain; i++) {
-            sdc_params *p = r->t.train[i];
-            if (!p->be) {
-                sdc_dist_mean_f32(&r->dist, p->grad, p->total);
-                continue;
-            }
-            if (!r->host_grad) r->host_grad = malloc(r->host_grad_n * sizeof *r->host_grad);
-            if (!r->host_grad) {
-                st = sdc_fail(err, SDC_ENOMEM, "out of memory for the gradient exchange");
-                break;
-            }
-            p->be->mem_download(r->host_grad, p->grad, p->total * sizeof(float));
-            sdc_dist_mean_f32(&r->dist, r->host_grad, p->total);
-            p->be->mem_upload(p->grad, r->host_grad, p->total * sizeof(float));
-        }
-        if (st != SDC_OK) break;
         double gn = 0, lr = 0;
         int skipped = 0;
         st = sdc_trainer_optimizer_step(&r->t, &gn, &lr, &skipped, err);
@@ -974,13 +958,17 @@ static sdc_status train(run *r, sdc_error *err) {
                           shown, nonfinite, last);
             break;
         }
+        const int ckpt_due = !skipped && a->checkpointing_steps > 0 && r->t.step % a->checkpointing_steps == 0;
+        /* ZeRO-1: every rank hands in its parts of the state first */
+        if (ckpt_due) st = sdc_trainer_gather_state(&r->t, err);
+        if (st != SDC_OK) break;
         if (!lead || skipped) continue; /* nothing new to validate or checkpoint */
         if (a->validation_steps > 0 && r->t.step % a->validation_steps == 0 && r->t.step < eff.max_train_steps)
             st = validate(r, err);
         if (st == SDC_OK && a->validation_epochs > 0 && prog.data_pos >= r->ds.n &&
             (prog.epoch + 1) % a->validation_epochs == 0 && r->t.step < eff.max_train_steps)
             st = validate(r, err); /* the epoch just ended */
-        if (st == SDC_OK && a->checkpointing_steps > 0 && r->t.step % a->checkpointing_steps == 0) {
+        if (st == SDC_OK && ckpt_due) {
             if (!weights_finite(r)) {
                 SDC_WARN("step %lld: the weights are not finite; checkpoint-%lld not written", (long long)r->t.step,
                          (long long)r->t.step);
@@ -1002,7 +990,9 @@ static sdc_status train(run *r, sdc_error *err) {
         /* interrupted: keep everything so far, resumable */
         char path[4096];
         snprintf(path, sizeof path, "%s/checkpoint-%lld", a->output_dir, (long long)r->t.step);
-        if (lead && !weights_finite(r))
+        st = sdc_trainer_gather_state(&r->t, err);
+        if (st != SDC_OK) {
+        } else if (lead && !weights_finite(r))
             st = sdc_fail(err, SDC_ELIMIT, "interrupted at step %lld with non-finite weights; no checkpoint written",
                           (long long)r->t.step);
         else if (lead)
@@ -1013,6 +1003,7 @@ static sdc_status train(run *r, sdc_error *err) {
         r->a = a;
         return st;
     }
+    if (st == SDC_OK) st = sdc_trainer_gather_state(&r->t, err); /* ZeRO-1: the whole weights and EMA */
     if (st == SDC_OK && lead) st = save_outputs(r, err);
     if (st == SDC_OK && lead) st = validate(r, err);
     r->a = a;
@@ -1033,7 +1024,6 @@ sdc_status sdc_train_run(const sdc_train_args *a, sdc_error *err) {
     sdc_dataset_free(&r->ds);
     sdc_dataset_free(&r->cls);
     for (int i = 0; i < 2; i++) free(r->orders[i].inst), free(r->orders[i].cls);
-    free(r->host_grad);
     free(r->bad[0]);
     free(r->bad[1]);
     free(r->losses);

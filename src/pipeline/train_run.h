@@ -14,6 +14,7 @@ typedef struct sdc_train_args {
     /* where: "cpu", "cuda", "cuda:N"; precision "no" | "fp16" | "bf16" (GPU only) */
     const char *device, *mixed_precision;
     int allow_tf32;
+    int zero_stage; /* several processes: 1 shards the AdamW moments over them (ZeRO-1) */
     /* model */
     const char *pretrained_model_name_or_path, *pretrained_vae_model_name_or_path, *variant;
     /* data */

@@ -7,6 +7,7 @@
 #include "backend/ops.h"
 #include "backend/profile.h"
 #include "diffusion/training.h"
+#include "train/dp.h"
 #include "train/grad_clip.h"
 
 sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const *te, int nte,
@@ -44,7 +45,37 @@ sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const
     return SDC_OK;
 }
 
+sdc_status sdc_trainer_enable_dp(sdc_trainer *t, const sdc_dist *d, int zero_stage, double bucket_mb, sdc_error *err) {
+    SDC_ASSERT(!t->dp && t->step == 0 && t->micro == 0);
+    if (d->size <= 1) return SDC_OK;
+    sdc_dp *dp = calloc(1, sizeof *dp);
+    if (!dp) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    sdc_status st = sdc_dp_init(dp, d, t->ctx.be, t->train, t->ntrain, zero_stage, bucket_mb, err);
+    if (st != SDC_OK) {
+        free(dp);
+        return st;
+    }
+    t->dp = dp;
+    /* ZeRO-1: this rank keeps the moments of its parts only */
+    for (int i = 0; st == SDC_OK && zero_stage && i < t->ntrain; i++) {
+        sdc_adamw_free(&t->opt[i]);
+        st = sdc_adamw_init_on(&t->opt[i], t->ctx.be, dp->packed_n[i], &t->o.adam, err);
+    }
+    t->tape.grad_hook = sdc_dp_on_grad;
+    t->tape.grad_user = dp;
+    return st;
+}
+
+sdc_status sdc_trainer_gather_state(sdc_trainer *t, sdc_error *err) {
+    if (!t->dp) return SDC_OK;
+    return sdc_dp_gather(t->dp, t->opt, t->o.use_ema ? &t->ema : NULL, 1, err);
+}
+
 void sdc_trainer_free(sdc_trainer *t) {
+    if (t->dp) {
+        sdc_dp_free(t->dp);
+        free(t->dp);
+    }
     free(t->alphas_cumprod);
     free(t->noisy), free(t->target), free(t->pred), free(t->snr), free(t->w), free(t->ts);
     for (int i = 0; i < t->ntrain; i++) sdc_adamw_free(&t->opt[i]);
@@ -161,6 +192,7 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
         sdc_tensor gy = sdc_tape_grad(&t->tape, &y);
         c->be->upload(&gy, noisy);
         if (sdc_prof_on) sdc_prof_end(c, "loss (host)", tl);
+        if (t->dp) sdc_dp_begin_backward(t->dp, t->micro == t->o.grad_accum - 1);
         st = sdc_tape_backward(c, &t->tape, err);
         c->tape = NULL;
         sdc_arena_release(c->arena, mark);
@@ -171,13 +203,17 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
 }
 
 sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double *lr, int *skipped, sdc_error *err) {
-    (void)err;
+    sdc_dp *dp = t->dp;
+    const int zero = dp && dp->zero;
+    if (dp) SDC_TRY(sdc_dp_finish(dp, err)); /* the gradients, averaged over the ranks */
     /* one global norm over every trained store, as clip_grad_norm_ over the
      * optimizer's parameters */
     const sdc_backend *be = t->ctx.be;
     double t0 = sdc_prof_on ? sdc_prof_begin(&t->ctx) : 0;
     double ss = 0;
-    for (int i = 0; i < t->ntrain; i++) ss += be->sumsq(t->train[i]->grad, t->train[i]->total);
+    if (zero) ss = sdc_dp_sumsq(dp);
+    else
+        for (int i = 0; i < t->ntrain; i++) ss += be->sumsq(t->train[i]->grad, t->train[i]->total);
     double norm = sqrt(ss);
     *grad_norm = norm;
     *skipped = 0;
@@ -191,13 +227,23 @@ sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double 
     *lr = sdc_lr_at(&t->o.lr, t->step);
     for (int i = 0; i < t->ntrain; i++) {
         sdc_params *p = t->train[i];
-        if (coef != 1.0f) be->scale(p->grad, p->total, coef);
         /* on a GPU with bf16/fp16 weights the update also refreshes them */
         int copy = p->be && p->dev != p->master;
-        sdc_adamw_step_into(&t->opt[i], sdc_params_master(p), p->grad, *lr, copy ? p->dev : NULL, p->dev_dtype);
+        if (zero) {
+            /* this rank's parts only (ZeRO-1) */
+            if (coef != 1.0f && i == 0) sdc_dp_scale(dp, coef);
+            sdc_dp_adamw(dp, i, &t->opt[i], ++t->opt[i].step, *lr);
+        } else {
+            if (coef != 1.0f) be->scale(p->grad, p->total, coef);
+            sdc_adamw_step_into(&t->opt[i], sdc_params_master(p), p->grad, *lr, copy ? p->dev : NULL, p->dev_dtype);
+        }
         be->mem_zero(p->grad, p->total * sizeof *p->grad);
     }
-    if (t->o.use_ema) sdc_ema_step(&t->ema, sdc_params_master(t->train[0]));
+    if (t->o.use_ema) {
+        if (zero) sdc_dp_ema(dp, &t->ema);
+        else sdc_ema_step(&t->ema, sdc_params_master(t->train[0]));
+    }
+    if (zero) sdc_dp_allgather_weights(dp); /* every rank's updated parts to all */
     if (sdc_prof_on) sdc_prof_end(&t->ctx, "optimizer (norm, clip, AdamW, EMA)", t0);
     t->step++;
     return SDC_OK;

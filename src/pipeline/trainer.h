@@ -12,6 +12,7 @@
 #define SDC_PIPELINE_TRAINER_H
 
 #include "backend/tape.h"
+#include "core/dist.h"
 #include "diffusion/schedule.h"
 #include "models/clip_text.h"
 #include "models/unet.h"
@@ -68,6 +69,7 @@ typedef struct sdc_trainer {
     float *noisy, *target, *pred, *snr, *w;
     double *ts;
     size_t scratch_n, scratch_b;
+    struct sdc_dp *dp; /* data parallelism (sdc_trainer_enable_dp), NULL in one process */
     int micro;    /* micro-batches accumulated since the last optimizer step */
     int64_t step; /* optimizer steps taken */
 } sdc_trainer;
@@ -81,6 +83,15 @@ sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const
                             sdc_params *const *train, int ntrain, const sdc_sched_config *sched,
                             const sdc_trainer_opts *o, const sdc_ctx *base, sdc_error *err);
 void sdc_trainer_free(sdc_trainer *t);
+/* Data parallelism over the processes of d (train/dp.h): gradients averaged
+ * over the ranks in buckets of bucket_mb (≤ 0: 25) overlapped with the
+ * backward pass; zero_stage 1 shards the AdamW moments. Call after init,
+ * before loading a checkpoint; collective. A no-op for one process. */
+sdc_status sdc_trainer_enable_dp(sdc_trainer *t, const sdc_dist *d, int zero_stage, double bucket_mb, sdc_error *err);
+/* Collective with data parallelism and ZeRO-1: every rank's parts of the
+ * master weights, EMA and moments brought together, before a checkpoint or
+ * the final save (a no-op otherwise). sdc_train_checkpoint_save then uses them. */
+sdc_status sdc_trainer_gather_state(sdc_trainer *t, sdc_error *err);
 /* Forward and backward of one micro-batch; *loss is its (unscaled) loss. */
 sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, double *loss, sdc_error *err);
 /* After grad_accum micro-steps: clip, update, EMA, clear the gradients.

@@ -22,3 +22,27 @@ int sdc_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
     return -1;
 }
 void sdc_cuda_set_tf32(int on) { (void)on; }
+
+/* cuda_nccl.h without CUDA: nothing to reduce on */
+#include "backend/cuda/cuda_nccl.h"
+
+sdc_status sdc_cuda_nccl_unique_id(unsigned char id[SDC_NCCL_ID_BYTES], sdc_error *err) {
+    (void)id;
+    return sdc_fail(err, SDC_EUNSUPPORTED, "NCCL: this sdc was built without CUDA (rebuild with `make cuda`)");
+}
+sdc_status sdc_cuda_nccl_open(sdc_nccl **out, const unsigned char id[SDC_NCCL_ID_BYTES], int rank, int size,
+                              sdc_error *err) {
+    (void)out, (void)id, (void)rank, (void)size;
+    return sdc_fail(err, SDC_EUNSUPPORTED, "NCCL: this sdc was built without CUDA (rebuild with `make cuda`)");
+}
+void sdc_cuda_nccl_close(sdc_nccl *c) { (void)c; }
+int sdc_cuda_nccl_version(char *from, size_t cap) {
+    (void)from, (void)cap;
+    return 0;
+}
+void sdc_cuda_nccl_allreduce_mean(sdc_nccl *c, float *buf, size_t n) { (void)c, (void)buf, (void)n; }
+void sdc_cuda_nccl_reduce_scatter_mean(sdc_nccl *c, float *buf, size_t n) { (void)c, (void)buf, (void)n; }
+void sdc_cuda_nccl_allgather(sdc_nccl *c, void *buf, size_t bytes) { (void)c, (void)buf, (void)bytes; }
+double sdc_cuda_nccl_sum_f64(sdc_nccl *c, double v) { (void)c; return v; }
+void sdc_cuda_nccl_join(sdc_nccl *c) { (void)c; }
+void sdc_cuda_nccl_sync(sdc_nccl *c) { (void)c; }

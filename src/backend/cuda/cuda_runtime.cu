@@ -7,10 +7,8 @@
 #ifdef SDC_WITH_CUDNN
 #include <cudnn.h>
 #endif
-#ifdef SDC_WITH_NCCL
-#include <nccl.h>
-#endif
 
+#include "backend/cuda/cuda_nccl.h"
 #include "backend/cuda/cuda_runtime.h"
 
 extern "C" int sdc_cuda_compiled(void) { return 1; }
@@ -58,13 +56,10 @@ extern "C" void sdc_cuda_print_info(FILE *f) {
 #else
     fprintf(f, ", no cuDNN");
 #endif
-#ifdef SDC_WITH_NCCL
-    int nv = 0;
-    ncclGetVersion(&nv);
-    fprintf(f, ", NCCL %d", nv);
-#else
-    fprintf(f, ", no NCCL");
-#endif
+    char from[512];
+    int nv = sdc_cuda_nccl_version(from, sizeof from);
+    if (nv > 0) fprintf(f, ", NCCL %d.%d.%d (%s)", nv / 10000, nv / 100 % 100, nv % 100, from);
+    else fprintf(f, ", NCCL not found at run time (set SDC_NCCL_LIB for multi-GPU runs)");
     fprintf(f, "\n");
     int n = sdc_cuda_device_count();
     if (n == 0) fprintf(f, "CUDA devices: none found\n");
