@@ -17,6 +17,9 @@ bf16 autocast, add_noise, MSE on ε, clip_grad_norm_(1.0), fused AdamW.
 Inference runs eager, or with --compile under torch.compile (default mode
 "reduce-overhead" = CUDA graphs; training: the default mode).
 
+Under torchrun (WORLD_SIZE > 1) training runs DistributedDataParallel, one
+GPU per process, and rank 0 prints img_s per GPU and img_s_total.
+
 --device cpu runs everything on the CPU in fp32 (a smoke test of the script).
 When diffusers is not installed, a folder of carried wheels unpacked into
 $SDC_BENCH_SITE is appended to sys.path (after site-packages, so the
@@ -148,6 +151,11 @@ def run_train(args, dev):
     opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8,
                             fused=dev.type == "cuda")
     sched = DDPMScheduler.from_config(load_json(os.path.join(args.config, "scheduler", "scheduler_config.json")))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        # torchrun: DistributedDataParallel, one GPU per process, gradients
+        # all-reduced in 25 MB buckets during backward (the DDP defaults)
+        unet = torch.nn.parallel.DistributedDataParallel(unet, device_ids=[dev.index])
     model = maybe_compile(unet, args, None)
 
     B, h = args.batch, args.size // 8
@@ -175,13 +183,20 @@ def run_train(args, dev):
         step()
     sync(dev)
     log(f"baseline: warm-up {time.perf_counter() - t_setup:.1f} s")
+    if world > 1:
+        torch.distributed.barrier()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         loss = step()
     sync(dev)
+    if world > 1:
+        torch.distributed.barrier()
     dt = (time.perf_counter() - t0) / args.steps
     flops = 3.0 * unet_fwd_flops(cfg, h, h) * B
-    emit({"mode": "train", "impl": impl_name(args), "preset": args.preset, "size": args.size, "batch": B,
+    if world > 1 and torch.distributed.get_rank() != 0:
+        return
+    emit({"mode": "train", "impl": impl_name(args) + ("-ddp" if world > 1 else ""), "preset": args.preset,
+          "size": args.size, "batch": B, "gpus": world, "img_s_total": sig(B * world / dt),
           "method": "lora" if lora else "full", "lora_rank": args.lora, "precision": args.precision,
           "checkpointing": bool(args.checkpointing), "device": dev.type, "steps": args.steps,
           "img_s": sig(B / dt), "step_ms": sig(1e3 * dt), "peak_gib": sig(peak_gib(dev)),
@@ -306,6 +321,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     dev = torch.device(args.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun
+        torch.distributed.init_process_group("nccl")
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(dev)
     if args.preset is None:
         args.preset = os.path.basename(os.path.normpath(args.config))
     if args.precision is None:
@@ -317,6 +336,8 @@ def main():
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     {"train": run_train, "unet": run_unet, "txt2img": run_txt2img, "vae": run_vae}[args.mode](args, dev)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

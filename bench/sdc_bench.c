@@ -33,6 +33,7 @@
 #include "pipeline/sd_model.h"
 #include "pipeline/trainer.h"
 #include "pipeline/txt2img.h"
+#include "train/dp.h"
 
 #define GIB ((size_t)1 << 30)
 /* H200 dense bf16 tensor-core peak used for MFU (what an 8192³ bf16 GEMM
@@ -41,7 +42,7 @@
 
 typedef struct opts {
     const char *mode, *preset, *device, *precision, *out;
-    int size, batch, lora, steps, warmup, ckpt, cfg, calls, repeat;
+    int size, batch, lora, steps, warmup, ckpt, cfg, calls, repeat, zero;
     double arena_gib;
     unsigned long long seed;
 } opts;
@@ -255,6 +256,11 @@ static size_t device_used(const dev_state *d) {
 static sdc_status device_open(const opts *o, int training, dev_state *d, sdc_error *err) {
     const char *name = o->device ? o->device : sdc_cuda_device_count() > 0 ? "cuda" : "cpu";
     SDC_TRY(sdc_device_parse(name, &d->dev, err));
+    /* under mpirun: one GPU per process, by local rank (as sdc train) */
+    const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    if (!lr) lr = getenv("SLURM_LOCALID");
+    if (d->dev.type == SDC_CUDA && lr && !strchr(name, ':') && sdc_cuda_device_count() > 0)
+        d->dev.index = atoi(lr) % sdc_cuda_device_count();
     const char *prec = o->precision;
     if (!prec) prec = d->dev.type == SDC_CPU ? "fp32" : training ? "bf16" : "fp16";
     if (!strcmp(prec, "fp32") || !strcmp(prec, "no")) d->dtype = SDC_F32;
@@ -310,6 +316,8 @@ static double peak_gib(const dev_state *d, const sdc_arena *a, int shadows) {
 /* ---- modes ------------------------------------------------------------------------------------------------------------- */
 
 static sdc_status run_train(const opts *o, const sdc_preset *p, sdc_error *err) {
+    sdc_dist dist; /* under mpirun: data parallel, each rank on its own GPU with the same batch */
+    sdc_dist_init(&dist);
     dev_state d;
     SDC_TRY(device_open(o, 1, &d, err));
     sdc_unet *u;
@@ -340,16 +348,18 @@ static sdc_status run_train(const opts *o, const sdc_preset *p, sdc_error *err) 
     SDC_TRY(sdc_params_alloc_grad(train, err));
     sdc_arena arena;
     sdc_ctx c;
-    SDC_TRY(sdc_ctx_open(&c, &arena, d.dev, d.dtype, arena_bytes(o, &d, train->total * 8, 1), err));
+    const size_t moments = train->total * 8 / (o->zero && dist.size > 1 ? (size_t)dist.size : 1);
+    SDC_TRY(sdc_ctx_open(&c, &arena, d.dev, d.dtype, arena_bytes(o, &d, moments, 1), err));
 
     sdc_trainer_opts to = {.prediction = sched.prediction_type, .grad_accum = 1, .max_grad_norm = 1.0,
-                           .gradient_checkpointing = o->ckpt};
+                           .gradient_checkpointing = o->ckpt, .dist = &dist, .zero_stage = o->zero};
     sdc_adamw_hparams_default(&to.adam);
     to.adam.lr = 1e-5;
     int total = o->warmup + o->steps;
     SDC_TRY(sdc_lr_schedule_init(&to.lr, SDC_LR_CONSTANT, 1e-5, 0, total + 1, 1, 1.0, err));
     sdc_trainer t;
     SDC_TRY(sdc_trainer_init(&t, u, NULL, 0, &train, 1, &sched, &to, &c, err));
+    if (t.dp) t.dp->timing = 1; /* how long the reductions outlast the backward pass */
 
     /* random data: latents, noise, text states of 77 tokens, timesteps spread over the schedule */
     const int B = o->batch;
@@ -379,22 +389,32 @@ static sdc_status run_train(const opts *o, const sdc_preset *p, sdc_error *err) 
     for (int i = 0; i < total; i++) {
         if (i == o->warmup) {
             device_sync(&c);
+            sdc_dist_barrier(&dist);
             t0 = now();
+            if (t.dp) t.dp->exposed_s = 0;
         }
         SDC_TRY(sdc_trainer_micro_step(&t, &bt, &loss, err));
         SDC_TRY(sdc_trainer_optimizer_step(&t, &gn, &lr, &skipped, err));
     }
     device_sync(&c);
+    sdc_dist_barrier(&dist);
     double step = (now() - t0) / o->steps;
     double fwd = unet_flops(cfg, h, w, S), flops = 3.0 * fwd * B;
     double pk = peak_gib(&d, &arena, 1);
-    printf("{\"mode\":\"train\",\"impl\":\"sdc\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"method\":\"%s\","
-           "\"lora_rank\":%d,\"precision\":\"%s\",\"checkpointing\":%s,\"device\":\"%s\",\"steps\":%d,"
-           "\"img_s\":%.4g,\"step_ms\":%.4g,\"peak_gib\":%.4g,\"arena_peak_gib\":%.4g,\"device_used_gib\":%.4g,"
-           "\"tflop_step\":%.4g,\"mfu\":%.4g,\"loss\":%.6g}\n",
-           p->name, o->size, B, o->lora > 0 ? "lora" : "full", o->lora, prec_name(d.dtype), o->ckpt ? "true" : "false",
-           d.dev.type == SDC_CPU ? "cpu" : "cuda", o->steps, B / step, 1e3 * step, pk, gib((double)arena.peak),
-           gib((double)device_used(&d)), flops / 1e12, flops / step / PEAK_FLOPS, loss);
+    /* every rank's worst: the slowest sets the pace, the fullest GPU the memory */
+    double exposed = t.dp ? t.dp->exposed_s / o->steps : 0;
+    step = sdc_dist_max_f64(&dist, step), pk = sdc_dist_max_f64(&dist, pk), exposed = sdc_dist_max_f64(&dist, exposed);
+    if (dist.rank == 0)
+        printf("{\"mode\":\"train\",\"impl\":\"sdc\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"method\":\"%s\","
+               "\"lora_rank\":%d,\"precision\":\"%s\",\"checkpointing\":%s,\"device\":\"%s\",\"steps\":%d,"
+               "\"gpus\":%d,\"zero_stage\":%d,\"comm\":\"%s\",\"exposed_comm_ms\":%.4g,"
+               "\"img_s\":%.4g,\"step_ms\":%.4g,\"peak_gib\":%.4g,\"arena_peak_gib\":%.4g,\"device_used_gib\":%.4g,"
+               "\"tflop_step\":%.4g,\"mfu\":%.4g,\"loss\":%.6g}\n",
+               p->name, o->size, B, o->lora > 0 ? "lora" : "full", o->lora, prec_name(d.dtype),
+               o->ckpt ? "true" : "false", d.dev.type == SDC_CPU ? "cpu" : "cuda", o->steps, dist.size,
+               t.dp ? t.dp->zero : 0, t.dp ? sdc_comm_name(&t.dp->comm) : "none", 1e3 * exposed,
+               B * dist.size / step, 1e3 * step, pk, gib((double)arena.peak), gib((double)device_used(&d)),
+               flops / 1e12, flops / step / PEAK_FLOPS, loss);
     sdc_trainer_free(&t);
     sdc_ctx_close(&c);
     if (o->lora > 0) sdc_lora_detach(&ls);
@@ -578,7 +598,8 @@ static int usage(void) {
     fprintf(stderr,
             "usage: sdc_bench train|unet|txt2img|vae|config|flops [--preset sd15|sd21|sdxl|tiny] [--size PX] [--batch N]\n"
             "         [--lora RANK] [--steps N] [--warmup N] [--calls N] [--repeat N] [--checkpointing] [--cfg]\n"
-            "         [--device cpu|cuda|cuda:N] [--precision bf16|fp16|fp32] [--arena-gib N] [--seed N] [--out DIR]\n");
+            "         [--device cpu|cuda|cuda:N] [--precision bf16|fp16|fp32] [--arena-gib N] [--seed N] [--out DIR]\n"
+            "         [--zero 0|1]   (train under mpirun: data parallel, one GPU per process, ZeRO-1 with --zero 1)\n");
     return 2;
 }
 
@@ -604,6 +625,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--repeat")) o.repeat = atoi(v), i++;
         else if (!strcmp(a, "--arena-gib")) o.arena_gib = atof(v), i++;
         else if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10), i++;
+        else if (!strcmp(a, "--zero")) o.zero = atoi(v), i++;
         else return usage();
     }
     int train = !strcmp(o.mode, "train"), t2i = !strcmp(o.mode, "txt2img");

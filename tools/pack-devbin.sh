@@ -3,12 +3,13 @@
 # libpng and friends) and packs them into .devbin/sdc-dev.tar.xz (git-ignored):
 # OpenBLAS linked statically, the other small libraries copied beside, the
 # whole compressed (the device tool carries at most 64 MiB with the tree).
+# MPI (libmpi.so.40) and NCCL (loaded at run time) come from the GPU machine.
 # On the device: tools/device-check.sh unpacks it.
 set -eu
 B=build-dev
-make -j2 BUILD=$B STATIC_BLAS=1 NO_MPI=1 $B/sdc_tests $B/src/cli/main.o $B/bench/sdc_bench >/dev/null
+make -j2 BUILD=$B STATIC_BLAS=1 $B/sdc_tests $B/src/cli/main.o $B/bench/sdc_bench >/dev/null
 # ./sdc from the same objects (the Makefile's `sdc` rule writes ./sdc, the host build)
-LIBS=$(make -s BUILD=$B STATIC_BLAS=1 NO_MPI=1 print-link 2>/dev/null | tail -1)
+LIBS=$(make -s BUILD=$B STATIC_BLAS=1 print-link 2>/dev/null | tail -1)
 rm -rf .devbin/stage && mkdir -p .devbin/stage/lib
 cc -o .devbin/stage/sdc $(find $B/src -name '*.o' | sort) $LIBS
 cp $B/sdc_tests $B/bench/sdc_bench .devbin/stage/

@@ -80,6 +80,15 @@ double sdc_dist_sum_f64(const sdc_dist *d, double v) {
     return v;
 }
 
+double sdc_dist_max_f64(const sdc_dist *d, double v) {
+#ifdef SDC_WITH_MPI
+    if (d->mpi) MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+#else
+    (void)d;
+#endif
+    return v;
+}
+
 void sdc_dist_bcast(const sdc_dist *d, void *buf, size_t bytes, int root) {
 #ifdef SDC_WITH_MPI
     if (d->mpi) MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD);

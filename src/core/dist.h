@@ -21,6 +21,8 @@ void sdc_dist_mean_f64(const sdc_dist *d, double *buf, size_t n);
 void sdc_dist_barrier(const sdc_dist *d);
 /* The sum over ranks of v (v itself for one process). */
 double sdc_dist_sum_f64(const sdc_dist *d, double v);
+/* The largest v over ranks. */
+double sdc_dist_max_f64(const sdc_dist *d, double v);
 /* root's bytes into every rank's buf. */
 void sdc_dist_bcast(const sdc_dist *d, void *buf, size_t bytes, int root);
 /* In place over buf[0 .. n*size): the mean over ranks of the whole, of which

@@ -183,6 +183,9 @@ static sdc_status set_up_training(run *r, sdc_error *err) {
         return sdc_fail(err, SDC_EINVAL, "--prediction_type %s: expected epsilon or v_prediction", pt);
     o.snr_gamma = a->snr_gamma;
     o.grad_accum = a->gradient_accumulation_steps;
+    /* several processes: gradients averaged over them (NCCL on GPUs, MPI on CPUs) */
+    o.dist = &r->dist;
+    o.zero_stage = a->zero_stage;
     o.max_grad_norm = a->max_grad_norm;
     o.gradient_checkpointing = a->gradient_checkpointing;
     sdc_adamw_hparams_default(&o.adam);
@@ -826,8 +829,6 @@ static sdc_status train(run *r, sdc_error *err) {
     if (eff.max_train_steps <= 0) eff.max_train_steps = eff.num_train_epochs * per_epoch;
     r->a = &eff;
     SDC_TRY(set_up_training(r, err));
-    /* several processes: gradients averaged over them (NCCL on GPUs, MPI on CPUs) */
-    SDC_TRY(sdc_trainer_enable_dp(&r->t, &r->dist, a->zero_stage, 0, err));
     if (lead && r->t.dp)
         SDC_INFO("data parallel over %d processes through %s%s", r->dist.size, sdc_comm_name(&r->t.dp->comm),
                  a->zero_stage ? ", optimizer state sharded (ZeRO-1)" : "");

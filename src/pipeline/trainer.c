@@ -6,9 +6,30 @@
 
 #include "backend/ops.h"
 #include "backend/profile.h"
+#include "core/log.h"
 #include "diffusion/training.h"
 #include "train/dp.h"
 #include "train/grad_clip.h"
+
+/* Data parallelism (o->dist): the buckets, and the tape's call back into them. */
+static sdc_status init_dp(sdc_trainer *t, const sdc_backend *be, sdc_error *err) {
+    const sdc_trainer_opts *o = &t->o;
+    if (!o->dist || o->dist->size <= 1) {
+        if (o->zero_stage) SDC_WARN("--zero_stage %d: one process, nothing to shard", o->zero_stage);
+        return SDC_OK;
+    }
+    sdc_dp *dp = calloc(1, sizeof *dp);
+    if (!dp) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    sdc_status st = sdc_dp_init(dp, o->dist, be, t->train, t->ntrain, o->zero_stage, o->bucket_mb, err);
+    if (st != SDC_OK) {
+        free(dp);
+        return st;
+    }
+    t->dp = dp;
+    t->tape.grad_hook = sdc_dp_on_grad;
+    t->tape.grad_user = dp;
+    return SDC_OK;
+}
 
 sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const *te, int nte,
                             sdc_params *const *train, int ntrain, const sdc_sched_config *sched,
@@ -33,7 +54,12 @@ sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const
         /* every store lives where the context computes */
         SDC_ASSERT(p->be ? p->be == be : be == sdc_cpu_backend());
         if (!p->grad) SDC_TRY(sdc_params_alloc_grad(p, err));
-        SDC_TRY(sdc_adamw_init_on(&t->opt[i], be, p->total, &o->adam, err));
+    }
+    SDC_TRY(init_dp(t, be, err));
+    for (int i = 0; i < ntrain; i++) {
+        sdc_params *p = train[i];
+        /* ZeRO-1: this rank keeps the moments of its parts only */
+        SDC_TRY(sdc_adamw_init_on(&t->opt[i], be, t->dp ? t->dp->packed_n[i] : p->total, &o->adam, err));
         if (p->be) sdc_tape_watch(&t->tape, p->dev, p->dev_dtype, p->grad, p->total);
         else sdc_tape_watch(&t->tape, p->data, SDC_F32, p->grad, p->total);
     }
@@ -43,27 +69,6 @@ sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const
     t->ctx = *base;
     t->ctx.tape = &t->tape;
     return SDC_OK;
-}
-
-sdc_status sdc_trainer_enable_dp(sdc_trainer *t, const sdc_dist *d, int zero_stage, double bucket_mb, sdc_error *err) {
-    SDC_ASSERT(!t->dp && t->step == 0 && t->micro == 0);
-    if (d->size <= 1) return SDC_OK;
-    sdc_dp *dp = calloc(1, sizeof *dp);
-    if (!dp) return sdc_fail(err, SDC_ENOMEM, "out of memory");
-    sdc_status st = sdc_dp_init(dp, d, t->ctx.be, t->train, t->ntrain, zero_stage, bucket_mb, err);
-    if (st != SDC_OK) {
-        free(dp);
-        return st;
-    }
-    t->dp = dp;
-    /* ZeRO-1: this rank keeps the moments of its parts only */
-    for (int i = 0; st == SDC_OK && zero_stage && i < t->ntrain; i++) {
-        sdc_adamw_free(&t->opt[i]);
-        st = sdc_adamw_init_on(&t->opt[i], t->ctx.be, dp->packed_n[i], &t->o.adam, err);
-    }
-    t->tape.grad_hook = sdc_dp_on_grad;
-    t->tape.grad_user = dp;
-    return st;
 }
 
 sdc_status sdc_trainer_gather_state(sdc_trainer *t, sdc_error *err) {

@@ -30,6 +30,13 @@ typedef struct sdc_trainer_opts {
     int use_ema;
     sdc_ema_hparams ema;
     int gradient_checkpointing; /* recompute each ResNet/transformer block in backward */
+    /* data parallelism over these processes (NULL or one process: none):
+     * gradients averaged in buckets of bucket_mb (≤ 0: 25) overlapped with
+     * the backward pass; zero_stage 1 shards the AdamW moments (train/dp.h).
+     * sdc_trainer_init is then collective. */
+    const sdc_dist *dist;
+    int zero_stage;
+    double bucket_mb;
 } sdc_trainer_opts;
 
 typedef struct sdc_train_batch {
@@ -83,11 +90,6 @@ sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const
                             sdc_params *const *train, int ntrain, const sdc_sched_config *sched,
                             const sdc_trainer_opts *o, const sdc_ctx *base, sdc_error *err);
 void sdc_trainer_free(sdc_trainer *t);
-/* Data parallelism over the processes of d (train/dp.h): gradients averaged
- * over the ranks in buckets of bucket_mb (≤ 0: 25) overlapped with the
- * backward pass; zero_stage 1 shards the AdamW moments. Call after init,
- * before loading a checkpoint; collective. A no-op for one process. */
-sdc_status sdc_trainer_enable_dp(sdc_trainer *t, const sdc_dist *d, int zero_stage, double bucket_mb, sdc_error *err);
 /* Collective with data parallelism and ZeRO-1: every rank's parts of the
  * master weights, EMA and moments brought together, before a checkpoint or
  * the final save (a no-op otherwise). sdc_train_checkpoint_save then uses them. */

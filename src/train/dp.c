@@ -36,6 +36,8 @@ sdc_status sdc_dp_init(sdc_dp *d, const sdc_dist *dist, const sdc_backend *be, s
     d->zero = zero_stage;
     d->overlap = d->comm.kind == SDC_COMM_NCCL && !getenv("SDC_DP_NO_OVERLAP");
     d->ntrain = ntrain;
+    const char *env = getenv("SDC_DP_BUCKET_MB"); /* for measuring; the API's value otherwise */
+    if (env && atof(env) > 0) bucket_mb = atof(env);
     size_t cap = (size_t)((bucket_mb > 0 ? bucket_mb : 25.0) * 1048576.0 / sizeof(float));
     if (cap < 1024) cap = 1024;
     int nb = 0;

@@ -68,7 +68,8 @@ typedef struct sdc_dp {
 } sdc_dp;
 
 /* Buckets over the trained stores' gradients (which must exist, on be).
- * bucket_mb ≤ 0: 25. */
+ * bucket_mb ≤ 0: 25; the environment's SDC_DP_BUCKET_MB overrides it (for
+ * measuring). SDC_DP_NO_OVERLAP=1 reduces after the backward pass. */
 sdc_status sdc_dp_init(sdc_dp *d, const sdc_dist *dist, const sdc_backend *be, sdc_params *const *train, int ntrain,
                        int zero_stage, double bucket_mb, sdc_error *err);
 void sdc_dp_free(sdc_dp *d);
