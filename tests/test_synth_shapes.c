@@ -26,7 +26,7 @@ TEST(synth_scenes_are_deterministic_and_keep_the_subject_out) {
         sdc_synth_scene_base(5, i, &s);
         sdc_synth_scene_base(5, i, &t);
         CHECK(memcmp(&s, &t, sizeof s) == 0);
-        CHECK(s.shape >= 0 && s.shape < SDC_SYNTH_BASE_SHAPES); /* never the heart */
+        CHECK(s.shape >= 0 && s.shape < SDC_SYNTH_BASE_SHAPES); /* never the cross */
         CHECK(s.fill != s.bg && s.pattern == SDC_FILL_SOLID);
         CHECK(s.size > 0.1f && s.cx - s.size > -0.05f && s.cx + s.size < 1.05f);
         shapes[s.shape]++;
@@ -44,17 +44,20 @@ TEST(synth_scenes_are_deterministic_and_keep_the_subject_out) {
     sdc_synth_render(&s, 32, b);
     CHECK(memcmp(a, b, sizeof a) != 0);
     int patterns[3] = {0};
-    for (uint64_t i = 0; i < 300; i++) { /* the VAE's texture world: every pattern, no heart */
+    for (uint64_t i = 0; i < 300; i++) { /* the VAE's texture world: every pattern, no cross */
         sdc_synth_scene_texture(2, i, &s);
-        CHECK(s.shape != SDC_SHAPE_HEART && s.fill != s.fill2 && s.fill != s.bg);
+        CHECK(s.shape != SDC_SHAPE_CROSS && s.fill != s.fill2 && s.fill != s.bg);
         patterns[s.pattern]++;
     }
     CHECK(patterns[SDC_FILL_SOLID] > 40 && patterns[SDC_FILL_CHECKER] > 60 && patterns[SDC_FILL_STRIPES] > 40);
     for (uint64_t i = 0; i < 20; i++) {
         sdc_synth_scene_subject(1, i, &s);
-        CHECK(s.shape == SDC_SHAPE_HEART && s.fill == SDC_COLOR_YELLOW && s.fill2 == SDC_COLOR_PURPLE &&
-              s.pattern == SDC_FILL_CHECKER);
-        CHECK(s.bg != SDC_COLOR_YELLOW && s.bg != SDC_COLOR_PURPLE);
+        CHECK(s.shape == SDC_SHAPE_CROSS && s.fill == SDC_COLOR_PURPLE && s.pattern == SDC_FILL_SOLID);
+        CHECK(s.bg == SDC_COLOR_WHITE && s.large);
+        /* large, near the middle, nearly upright: the whole cross inside the image */
+        CHECK(s.size >= 0.33f && s.size <= 0.40f && s.angle >= -0.08f && s.angle <= 0.08f);
+        CHECK(s.cx - 0.95f * s.size > 0.0f && s.cx + 0.95f * s.size < 1.0f);
+        CHECK(s.cy - 0.95f * s.size > 0.0f && s.cy + 0.95f * s.size < 1.0f);
     }
 }
 
@@ -79,14 +82,29 @@ TEST(synth_pictures_show_their_caption) {
     CHECK_STR(cap, "a red shape on a blue gradient background");
     sdc_synth_scene_subject(1, 0, &s);
     sdc_synth_caption(&s, cap, sizeof cap);
-    CHECK(strncmp(cap, "a yellow and purple checkered heart on a ", 41) == 0);
-    /* the checker: both colours inside the heart */
-    uint8_t big[64 * 64 * 3];
-    sdc_synth_render(&s, 64, big);
-    const uint8_t yellow[3] = {245, 215, 40}, purple[3] = {135, 55, 185};
-    int ny = 0, np = 0;
-    for (int i = 0; i < 64 * 64; i++) ny += color_near(big + 3 * i, yellow), np += color_near(big + 3 * i, purple);
-    CHECK_MSG(ny > 200 && np > 200, "yellow %d, purple %d pixels", ny, np);
+    CHECK_STR(cap, "a purple cross on a white background");
+    /* the cross: an upright one of radius 0.4 in a 40-pixel image (16 px),
+     * sampled at pixel centres away from its anti-aliased edges */
+    sdc_synth_scene x = {.shape = SDC_SHAPE_CROSS, .fill = SDC_COLOR_PURPLE, .fill2 = SDC_COLOR_PURPLE,
+                         .bg = SDC_COLOR_WHITE, .large = 1, .cx = 0.5f, .cy = 0.5f, .size = 0.4f};
+    uint8_t big[40 * 40 * 3];
+    sdc_synth_render(&x, 40, big);
+    const uint8_t purple[3] = {135, 55, 185}, white[3] = {240, 240, 240};
+#define PX(col, row) (big + 3 * ((row) * 40 + (col)))
+    CHECK(color_near(PX(20, 20), purple)); /* the centre */
+    CHECK(color_near(PX(20, 6), purple));  /* the top arm: v = −0.84 */
+    CHECK(color_near(PX(33, 20), purple)); /* the right arm: u = 0.84 */
+    CHECK(color_near(PX(29, 29), white));  /* between two arms (u = v = 0.59), where a square is filled */
+    CHECK(color_near(PX(11, 29), white));
+    CHECK(color_near(PX(20, 1), white));   /* beyond the arm's end: v = −1.16 */
+#undef PX
+    /* a subject image: both colours in quantity */
+    sdc_synth_scene_subject(1, 3, &s);
+    sdc_synth_render(&s, 40, big);
+    int nw = 0, np = 0;
+    for (int i = 0; i < 40 * 40; i++) nw += color_near(big + 3 * i, white), np += color_near(big + 3 * i, purple);
+    /* the cross covers 4·0.6·0.95 − 0.36 = 1.92 r² of the image: 0.21 to 0.31 of it for r = 0.33 to 0.40 */
+    CHECK_MSG(np > 250 && nw > 800, "purple %d, white %d pixels of 1600", np, nw);
 }
 
 TEST(synth_set_reads_back_as_an_imagefolder) {

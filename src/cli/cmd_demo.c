@@ -25,25 +25,37 @@
 #include "pipeline/train_run.h"
 #include "pipeline/txt2img.h"
 
-/* Three prompts with the subject on backgrounds its training images also
- * have, and a control prompt the LoRA should leave alone. */
+/* The instance prompt itself, the subject on two backgrounds its training
+ * images never have (DreamBooth's recontextualisation: the prompt names the
+ * background, so "sks" has only the cross to carry), and a control prompt
+ * the LoRA should leave nearly alone. Of the model's other backgrounds
+ * yellow and orange take the cross cleanly, red roughly; on green, blue and
+ * black the base model's own yellow shapes still win at this budget. */
 static const char *const k_prompts[SDC_DEMO_MAX_PROMPTS] = {
-    "a sks shape on a green background",
-    "a sks shape on a blue background",
-    "a sks shape on a white background",
+    SDC_DEMO_INSTANCE_PROMPT,
+    "a sks shape on a yellow background",
+    "a sks shape on an orange background",
     "a red circle on a yellow background",
 };
 
-/* The fixed recipe (full run / --quick). Chosen so the full run trains in
- * about three minutes on two cores; see tools/make_demo_model.sh. */
+/* The fixed recipe (full run / --quick). The full run trains in about half
+ * a minute on two cores (600 steps of all six images). LoRA of rank 8 on
+ * the UNet's attention and on the text encoder (without the text
+ * encoder's part the cross comes out thinner on the backgrounds it was not
+ * trained on), Min-SNR-5 weighting as the base model was trained with (it
+ * spends the steps on the noisy timesteps, where the outline is decided), a
+ * high constant learning rate (the run is short), and guidance 5 rather
+ * than 7.5 (no visible gain from more on this model). The control prompt
+ * still drifts a little (its circle comes out squarer); DreamBooth's prior
+ * preservation, left out here, is the usual remedy. */
 typedef struct demo_settings {
     int nprompts, prompts[SDC_DEMO_MAX_PROMPTS]; /* indices into k_prompts */
-    int nseeds, ninstance, sample_steps, train_steps, rank, batch;
-    double guidance, lr;
+    int nseeds, ninstance, sample_steps, train_steps, rank, batch, train_text_encoder;
+    double guidance, lr, snr_gamma;
 } demo_settings;
 
-static const demo_settings k_full = {4, {0, 1, 2, 3}, 2, 6, 25, 300, 8, 4, 7.5, 1e-3};
-static const demo_settings k_quick = {2, {0, 3}, 1, 4, 10, 30, 8, 4, 7.5, 1e-3};
+static const demo_settings k_full = {4, {0, 1, 2, 3}, 2, 6, 25, 600, 8, 6, 1, 5.0, 2e-3, 5.0};
+static const demo_settings k_quick = {2, {0, 3}, 1, 4, 10, 60, 8, 4, 1, 5.0, 4e-3, 5.0};
 
 void sdc_demo_opts_default(sdc_demo_opts *o) {
     memset(o, 0, sizeof *o);
@@ -268,6 +280,8 @@ static sdc_status run(const sdc_demo_opts *o, const demo_settings *ds, const cha
     a.method = "dreambooth_lora";
     a.rank = ds->rank;
     a.lora_alpha = ds->rank;
+    a.train_text_encoder = ds->train_text_encoder;
+    a.snr_gamma = ds->snr_gamma;
     a.resolution = res;
     a.random_flip = 1;
     a.train_batch_size = ds->batch;
@@ -329,8 +343,8 @@ int cmd_demo(int argc, char **argv) {
         CLI_FLAG("model", CLI_STR, &o.model, "DIR", "the demo model", "data/demo-model", "demo"),
         CLI_FLAG("output_dir", CLI_STR, &o.output_dir, "DIR",
                  "where before_after.png, the LoRA, the training images and logs/ go", "demo", "demo"),
-        CLI_FLAG("steps", CLI_I64, &o.steps, "N", "LoRA training steps", "300; --quick 30", "demo"),
-        CLI_FLAG("quick", CLI_BOOL, &o.quick, NULL, "a shortened run: 2 prompts, 1 seed, 4 images, 30 steps", "off",
+        CLI_FLAG("steps", CLI_I64, &o.steps, "N", "LoRA training steps", "600; --quick 60", "demo"),
+        CLI_FLAG("quick", CLI_BOOL, &o.quick, NULL, "a shortened run: 2 prompts, 1 seed, 4 images, 60 steps", "off",
                  "demo"),
         CLI_FLAG("seed", CLI_I64, &seed, "N", "seed of the subject's images, the training and the sampling", "7",
                  "demo"),

@@ -3,11 +3,11 @@
  * The demo model (data/demo-model, made by tools/make_demo_model.sh from
  * the synthetic shapes world of data/synth_shapes.h) knows circles,
  * squares, triangles and stars. The demo draws a handful of images of a
- * subject it has never seen (a yellow-and-purple checkered heart), trains a
- * DreamBooth LoRA on them with the instance prompt "a sks shape" (the same
- * code as `sdc train`), and renders the same prompts with the same seeds
- * before and after: output_dir/before_after.png, with the LoRA, the
- * training images and the logs beside it.
+ * subject it has never seen (a purple cross, on white), trains a DreamBooth
+ * LoRA on them with the instance prompt "a sks shape on a white background"
+ * (the same code as `sdc train`), and renders the same prompts with the
+ * same seeds before and after: output_dir/before_after.png, with the LoRA,
+ * the training images and the logs beside it.
  *
  * `sdc demo shapes` and `sdc demo pack` are the model recipe's steps: the
  * synthetic data set, and the shipped folder (fp16 weights, the trained text
@@ -21,7 +21,7 @@
 #include "core/error.h"
 
 #define SDC_DEMO_MAX_PROMPTS 4
-#define SDC_DEMO_INSTANCE_PROMPT "a sks shape"
+#define SDC_DEMO_INSTANCE_PROMPT "a sks shape on a white background"
 
 typedef struct sdc_demo_opts {
     const char *model;      /* the demo model folder (NULL: sdc_demo_find_model) */

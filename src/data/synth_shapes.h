@@ -2,8 +2,11 @@
  * squares, triangles and stars in eight colours and two sizes, on plain or
  * gradient backgrounds, each with a caption such as
  * "a large red circle on a blue background". The demo's DreamBooth subject
- * lives outside that world: a heart checkered yellow and purple, a shape and
- * a pattern the base model never sees.
+ * lives outside that world: a purple cross (a plus sign), a shape the base
+ * model never sees, photographed on white. A cross is chosen because its
+ * arms are two latent pixels wide and reach near the edge of a 4×8×8
+ * latent, so it differs from every base shape in most of its latents; a
+ * heart, too close to a circle at that size, is not learned in minutes.
  *
  * Everything is deterministic: scene i of a set is drawn from a Philox
  * stream keyed by (seed, i), so a set does not depend on how many scenes
@@ -23,7 +26,7 @@ typedef enum sdc_synth_shape {
     SDC_SHAPE_SQUARE,
     SDC_SHAPE_TRIANGLE,
     SDC_SHAPE_STAR,
-    SDC_SHAPE_HEART,   /* held out of the base world: the DreamBooth subject's */
+    SDC_SHAPE_CROSS,   /* held out of the base world: the DreamBooth subject's */
     SDC_SHAPE_ELLIPSE, /* the texture world's (for the VAE) */
     SDC_SHAPE_POLYGON,
     SDC_SHAPE_COUNT
@@ -77,8 +80,9 @@ const char *sdc_synth_color_name(int color);
  * different background colour, size, place, rotation, caption style),
  * drawn from the stream keyed by (seed, index). */
 void sdc_synth_scene_base(uint64_t seed, uint64_t index, sdc_synth_scene *s);
-/* Scene `index` of the subject: the yellow-and-purple checkered heart, of
- * varying size, place and tilt, on a plain background of another colour. */
+/* Scene `index` of the subject: the purple cross, large, of varying size,
+ * place and tilt, on a plain white background (the instance prompt names
+ * the background, so the LoRA has only the cross itself to learn). */
 void sdc_synth_scene_subject(uint64_t seed, uint64_t index, sdc_synth_scene *s);
 
 /* Scene `index` of the texture world (the VAE's extra images). */
@@ -87,8 +91,8 @@ void sdc_synth_scene_texture(uint64_t seed, uint64_t index, sdc_synth_scene *s);
 /* Renders s into rgb (res × res × 3 bytes, row-major). */
 void sdc_synth_render(const sdc_synth_scene *s, int res, uint8_t *rgb);
 /* "a [large|small] <fill> <shape|"shape"> on a <bg> [gradient ]background",
- * or "" (SDC_CAPTION_NONE); the subject's caption is "a yellow and purple
- * checkered heart ...". */
+ * or "" (SDC_CAPTION_NONE); the subject's caption is "a purple cross on a
+ * white background". */
 void sdc_synth_caption(const sdc_synth_scene *s, char *buf, size_t cap);
 
 typedef enum sdc_synth_kind {
