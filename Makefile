@@ -132,6 +132,11 @@ sdc: $(LIB_OBJ) $(CLI_OBJ)
 	@echo LINK $@
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# the same program inside the build folder (make demo's CPU-only build)
+$(BUILD)/sdc: $(LIB_OBJ) $(CLI_OBJ)
+	@echo LINK $@
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/sdc_tests: $(LIB_OBJ) $(CLI_LIB_OBJ) $(TEST_OBJ)
 	@echo LINK $@
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
