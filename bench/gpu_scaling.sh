@@ -3,7 +3,7 @@
 # tool (from the repo root):   sh bench/gpu_scaling.sh
 #
 #   check  tiny-sd, 10 bf16 steps on the GPUs: N ranks × batch 2 against
-#          1 rank × batch 2N (plain and ZeRO-1), and a 1-rank checkpoint
+#          1 rank × batch 2N (plain, ZeRO-1, bf16 reduction), and a 1-rank checkpoint
 #          resumed on N ranks with ZeRO-1 against a straight run
 #   sd15   SD1.5 512px full fine-tune, batch 32 per GPU, on 1, 2, ... GPUs:
 #          sdc (plain; ZeRO-1 on all GPUs) and PyTorch DDP (torchrun,
@@ -13,8 +13,9 @@
 #          largest batch per GPU each fits
 #
 # Environment: SCALING_PARTS (default "check sd15 sdxl fit"), SCALING_VARIANTS
-# (extra sdc rows on 1 and all GPUs, "NAME:VAR=VAL,VAR=VAL ...", e.g.
-# "ctas8:NCCL_MAX_CTAS=8 big:SDC_DP_BUCKET_MB=100"), SCALING_GPUS
+# (extra sdc rows on all GPUs, "NAME:VAR=VAL,VAR=VAL ...", e.g.
+# "ctas8:NCCL_MAX_CTAS=8 big:SDC_DP_BUCKET_MB=100"), SCALING_SKIP (rows left
+# out: "sdc zero1 torch"), SCALING_GPUS
 # (default 1 2 4 up to the GPUs present), SCALING_FIT (batches, default
 # "6 8 10 12"), BUDGET (seconds, default 560). Every program's output goes to
 # $OUT/scaling-log.txt, the JSON lines to $OUT/scaling.jsonl, the table to
@@ -50,6 +51,7 @@ fi
 MPI="mpirun --allow-run-as-root --bind-to none --oversubscribe -x LD_LIBRARY_PATH -x SDC_NCCL_LIB -x NCCL_NVLS_ENABLE -x OMP_WAIT_POLICY"
 left() { echo $((BUDGET - ($(date +%s) - T0))); }
 has() { echo " $PARTS " | grep -q " $1 "; }
+skip() { echo " ${SCALING_SKIP:-} " | grep -q " $1 "; }
 
 # run ROW LIMIT CMD...: one program; its last JSON line tagged with the row
 run() {
@@ -84,11 +86,12 @@ if has check; then
     $D/sdc train $T --train_batch_size $((2 * N)) --max_train_steps 10 --output_dir $C/one >$C/one.log 2>&1 &&
     $MPI -np $N $D/sdc train $T --train_batch_size 2 --max_train_steps 10 --output_dir $C/dp >$C/dp.log 2>&1 &&
     $MPI -np $N $D/sdc train $T --train_batch_size 2 --max_train_steps 10 --zero_stage 1 --output_dir $C/z1 >$C/z1.log 2>&1 &&
+    $MPI -np $N $D/sdc train $T --train_batch_size 2 --max_train_steps 10 --reduce_dtype bf16 --output_dir $C/b16 >$C/b16.log 2>&1 &&
     $D/sdc train $T --train_batch_size $((2 * N)) --max_train_steps 5 --output_dir $C/res >$C/res.log 2>&1 &&
     $MPI -np $N $D/sdc train $T --train_batch_size 2 --max_train_steps 10 --zero_stage 1 --resume_from_checkpoint latest --output_dir $C/res >>$C/res.log 2>&1
   ) || echo "   check: a run failed (see the log)" >&2
   cat $C/*.log >>"$LOG"
-  for r in dp z1 res; do
+  for r in dp z1 b16 res; do
     for f in unet/diffusion_pytorch_model.safetensors checkpoint-10/unet.optimizer.safetensors; do
       # bf16 activations: the ranks' sums round differently; 2e-2 as the CPU-vs-GPU bound
       printf '%s %s: ' "$r" "$f"
@@ -102,17 +105,15 @@ fi
 train_rows() {
   p=$1 s=$2 b=$3 st=$4
   $D/sdc_bench config --preset $p --out $W/$p >/dev/null 2>>"$LOG"
-  for n in $GPUS; do
+  skip sdc || for n in $GPUS; do
     run "$p-sdc-$n" 240 $MPI -np $n $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3
   done
-  run "$p-sdc-zero1-$MAXG" 240 $MPI -np $MAXG $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3 --zero 1
+  skip zero1 || run "$p-sdc-zero1-$MAXG" 240 $MPI -np $MAXG $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3 --zero 1
   for v in ${SCALING_VARIANTS:-}; do
     xs=$(echo "${v#*:}" | tr ',' '\n' | sed 's/^/-x /' | tr '\n' ' ')
-    for n in 1 $MAXG; do
-      run "$p-sdc-${v%%:*}-$n" 240 $MPI -np $n $xs $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3
-    done
+    run "$p-sdc-${v%%:*}-$MAXG" 240 $MPI -np $MAXG $xs $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3
   done
-  for n in $GPUS; do
+  skip torch || for n in $GPUS; do
     run "$p-torch-$n" 300 $PY -m torch.distributed.run --standalone --nproc_per_node=$n bench/baseline.py train \
       --config $W/$p --preset $p --size $s --batch $b --steps $st --warmup 3
   done
@@ -144,7 +145,7 @@ for r in rows:
     g = int(r.get("gpus", 1)); t = tput(r)
     base = r["row"].rsplit("-", 1)[0]
     base = base.replace("-zero1", "")
-    one = ok.get(base + "-1")
+    one = ok.get(base + "-1") or ok.get(r["row"].split("-")[0] + "-" + r["row"].split("-")[1] + "-1")
     eff = f"{100 * t / (g * tput(one)):.1f}%" if one else ""
     print(f"| {r['row']} | {g} | {t:.1f} | {t / g:.1f} | {eff} | {r.get('exposed_comm_ms', '')} | {r.get('peak_gib', '')} |")
 for p in ("sd15", "sdxl"):

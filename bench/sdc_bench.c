@@ -352,7 +352,10 @@ static sdc_status run_train(const opts *o, const sdc_preset *p, sdc_error *err) 
     SDC_TRY(sdc_ctx_open(&c, &arena, d.dev, d.dtype, arena_bytes(o, &d, moments, 1), err));
 
     sdc_trainer_opts to = {.prediction = sched.prediction_type, .grad_accum = 1, .max_grad_norm = 1.0,
-                           .gradient_checkpointing = o->ckpt, .dist = &dist, .zero_stage = o->zero};
+                           .gradient_checkpointing = o->ckpt, .zero_stage = o->zero,
+                           /* SDC_BENCH_NO_DP: each process trains alone (what N GPUs do without any exchange) */
+                           .dist = getenv("SDC_BENCH_NO_DP") ? NULL : &dist,
+                           .reduce_bf16 = getenv("SDC_BENCH_REDUCE_BF16") != NULL};
     sdc_adamw_hparams_default(&to.adam);
     to.adam.lr = 1e-5;
     int total = o->warmup + o->steps;
@@ -407,12 +410,12 @@ static sdc_status run_train(const opts *o, const sdc_preset *p, sdc_error *err) 
     if (dist.rank == 0)
         printf("{\"mode\":\"train\",\"impl\":\"sdc\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"method\":\"%s\","
                "\"lora_rank\":%d,\"precision\":\"%s\",\"checkpointing\":%s,\"device\":\"%s\",\"steps\":%d,"
-               "\"gpus\":%d,\"zero_stage\":%d,\"comm\":\"%s\",\"exposed_comm_ms\":%.4g,"
+               "\"gpus\":%d,\"zero_stage\":%d,\"comm\":\"%s%s\",\"exposed_comm_ms\":%.4g,"
                "\"img_s\":%.4g,\"step_ms\":%.4g,\"peak_gib\":%.4g,\"arena_peak_gib\":%.4g,\"device_used_gib\":%.4g,"
                "\"tflop_step\":%.4g,\"mfu\":%.4g,\"loss\":%.6g}\n",
                p->name, o->size, B, o->lora > 0 ? "lora" : "full", o->lora, prec_name(d.dtype),
                o->ckpt ? "true" : "false", d.dev.type == SDC_CPU ? "cpu" : "cuda", o->steps, dist.size,
-               t.dp ? t.dp->zero : 0, t.dp ? sdc_comm_name(&t.dp->comm) : "none", 1e3 * exposed,
+               t.dp ? t.dp->zero : 0, t.dp ? sdc_comm_name(&t.dp->comm) : "none", t.dp && t.dp->bf16 ? " bf16" : "", 1e3 * exposed,
                B * dist.size / step, 1e3 * step, pk, gib((double)arena.peak), gib((double)device_used(&d)),
                flops / 1e12, flops / step / PEAK_FLOPS, loss);
     sdc_trainer_free(&t);

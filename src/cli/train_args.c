@@ -81,6 +81,9 @@ static int build_table(cli_flag *t, sdc_train_args *a, train_extra *x) {
         CLI_FLAG("allow_tf32", CLI_BOOL, &a->allow_tf32, NULL, "CUDA, --mixed_precision no: TF32 matrix products", "off", S),
         CLI_FLAG("zero_stage", CLI_INT, &a->zero_stage, "0|1",
                  "several processes: 1 shards the optimizer's moments over them (ZeRO-1; checkpoints stay whole)", "0", S),
+        CLI_FLAG("reduce_dtype", CLI_STR, &a->reduce_dtype, "fp32|bf16",
+                 "several GPUs: the gradients' dtype in the all-reduce (bf16 halves the traffic, as DDP's bf16_compress_hook)",
+                 "fp32", S),
         CLI_FLAG("max_train_steps", CLI_I64, &a->max_train_steps, "N", "optimiser steps in all; overrides the epochs", "from the epochs", S),
         CLI_FLAG("gradient_accumulation_steps", CLI_INT, &a->gradient_accumulation_steps, "N",
                  "micro-steps summed per optimiser step", "1", S),
@@ -286,6 +289,8 @@ static int validate(const sdc_train_args *a, const train_extra *x, const cli_fla
     if (a->max_train_samples < 0) return cli_usage_error("--max_train_samples must be 0 or more");
     if (a->gradient_accumulation_steps < 1) return cli_usage_error("--gradient_accumulation_steps must be at least 1");
     if (a->zero_stage < 0 || a->zero_stage > 1) return cli_usage_error("--zero_stage must be 0 or 1");
+    if (a->reduce_dtype && strcmp(a->reduce_dtype, "fp32") && strcmp(a->reduce_dtype, "bf16"))
+        return cli_usage_error("--reduce_dtype must be fp32 or bf16");
     if (!(a->learning_rate > 0)) return cli_usage_error("--learning_rate must be positive, got %g", a->learning_rate);
     if (!is_one_of(a->lr_scheduler, scheds))
         return cli_usage_error("--lr_scheduler must be linear, cosine, cosine_with_restarts, polynomial, constant or "

@@ -186,6 +186,7 @@ static sdc_status set_up_training(run *r, sdc_error *err) {
     /* several processes: gradients averaged over them (NCCL on GPUs, MPI on CPUs) */
     o.dist = &r->dist;
     o.zero_stage = a->zero_stage;
+    o.reduce_bf16 = a->reduce_dtype && !strcmp(a->reduce_dtype, "bf16");
     o.max_grad_norm = a->max_grad_norm;
     o.gradient_checkpointing = a->gradient_checkpointing;
     sdc_adamw_hparams_default(&o.adam);

@@ -15,6 +15,7 @@ typedef struct sdc_train_args {
     const char *device, *mixed_precision;
     int allow_tf32;
     int zero_stage; /* several processes: 1 shards the AdamW moments over them (ZeRO-1) */
+    const char *reduce_dtype; /* several GPUs: "fp32" or "bf16" gradients in the all-reduce */
     /* model */
     const char *pretrained_model_name_or_path, *pretrained_vae_model_name_or_path, *variant;
     /* data */

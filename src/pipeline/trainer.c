@@ -20,7 +20,7 @@ static sdc_status init_dp(sdc_trainer *t, const sdc_backend *be, sdc_error *err)
     }
     sdc_dp *dp = calloc(1, sizeof *dp);
     if (!dp) return sdc_fail(err, SDC_ENOMEM, "out of memory");
-    sdc_status st = sdc_dp_init(dp, o->dist, be, t->train, t->ntrain, o->zero_stage, o->bucket_mb, err);
+    sdc_status st = sdc_dp_init(dp, o->dist, be, t->train, t->ntrain, o->zero_stage, o->bucket_mb, o->reduce_bf16, err);
     if (st != SDC_OK) {
         free(dp);
         return st;

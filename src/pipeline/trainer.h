@@ -37,6 +37,7 @@ typedef struct sdc_trainer_opts {
     const sdc_dist *dist;
     int zero_stage;
     double bucket_mb;
+    int reduce_bf16; /* gradients averaged in bf16 (NCCL; train/dp.h) */
 } sdc_trainer_opts;
 
 typedef struct sdc_train_batch {

@@ -60,7 +60,7 @@ static void unstage(sdc_comm *c, void *buf, const void *host, size_t bytes) {
 
 void sdc_comm_allreduce_mean(sdc_comm *c, float *buf, size_t n) {
     if (c->kind == SDC_COMM_NCCL) {
-        sdc_cuda_nccl_allreduce_mean(c->nccl, buf, n);
+        sdc_cuda_nccl_allreduce_mean(c->nccl, buf, n, SDC_F32);
     } else if (c->kind == SDC_COMM_MPI) {
         float *h = staged(c, buf, n * sizeof *buf);
         sdc_dist_mean_f32(&c->dist, h, n);
@@ -70,13 +70,23 @@ void sdc_comm_allreduce_mean(sdc_comm *c, float *buf, size_t n) {
 
 void sdc_comm_reduce_scatter_mean(sdc_comm *c, float *buf, size_t n) {
     if (c->kind == SDC_COMM_NCCL) {
-        sdc_cuda_nccl_reduce_scatter_mean(c->nccl, buf, n);
+        sdc_cuda_nccl_reduce_scatter_mean(c->nccl, buf, n, SDC_F32);
     } else if (c->kind == SDC_COMM_MPI) {
         size_t all = n * (size_t)c->size * sizeof *buf;
         float *h = staged(c, buf, all);
         sdc_dist_reduce_scatter_mean_f32(&c->dist, h, n);
         unstage(c, buf, h, all);
     }
+}
+
+void sdc_comm_allreduce_mean_bf16(sdc_comm *c, void *buf, size_t n) {
+    SDC_ASSERT(c->kind != SDC_COMM_MPI); /* sdc_dp asks for bf16 with NCCL only */
+    if (c->kind == SDC_COMM_NCCL) sdc_cuda_nccl_allreduce_mean(c->nccl, buf, n, SDC_BF16);
+}
+
+void sdc_comm_reduce_scatter_mean_bf16(sdc_comm *c, void *buf, size_t n) {
+    SDC_ASSERT(c->kind != SDC_COMM_MPI);
+    if (c->kind == SDC_COMM_NCCL) sdc_cuda_nccl_reduce_scatter_mean(c->nccl, buf, n, SDC_BF16);
 }
 
 void sdc_comm_allgather(sdc_comm *c, void *buf, size_t bytes) {

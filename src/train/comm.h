@@ -41,6 +41,9 @@ const char *sdc_comm_name(const sdc_comm *c);
 void sdc_comm_allreduce_mean(sdc_comm *c, float *buf, size_t n);
 /* buf[0 .. n*size) averaged over ranks; rank r keeps its part, buf + r*n */
 void sdc_comm_reduce_scatter_mean(sdc_comm *c, float *buf, size_t n);
+/* The same two over bf16 elements (NCCL only) */
+void sdc_comm_allreduce_mean_bf16(sdc_comm *c, void *buf, size_t n);
+void sdc_comm_reduce_scatter_mean_bf16(sdc_comm *c, void *buf, size_t n);
 /* rank r's bytes at buf + r*bytes to every rank */
 void sdc_comm_allgather(sdc_comm *c, void *buf, size_t bytes);
 /* host scalar: the sum over ranks */

@@ -1,5 +1,6 @@
 #include "train/dp.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -27,7 +28,7 @@ static void owned(const sdc_dp *d, const sdc_dp_bucket *b, size_t *o1, size_t *o
 }
 
 sdc_status sdc_dp_init(sdc_dp *d, const sdc_dist *dist, const sdc_backend *be, sdc_params *const *train, int ntrain,
-                       int zero_stage, double bucket_mb, sdc_error *err) {
+                       int zero_stage, double bucket_mb, int reduce_bf16, sdc_error *err) {
     memset(d, 0, sizeof *d);
     if (ntrain > SDC_DP_MAX_STORES) return sdc_fail(err, SDC_EINVAL, "data parallel: at most %d trained sets", SDC_DP_MAX_STORES);
     if (zero_stage < 0 || zero_stage > 1)
@@ -66,6 +67,17 @@ sdc_status sdc_dp_init(sdc_dp *d, const sdc_dist *dist, const sdc_backend *be, s
         }
         d->packed_n[i] = d->zero ? packed : train[i]->total;
     }
+    if (reduce_bf16 && d->comm.kind != SDC_COMM_NCCL && d->comm.rank == 0)
+        SDC_WARN("bf16 gradient reduction needs NCCL: the gradients travel in fp32");
+    if (reduce_bf16 && d->comm.kind == SDC_COMM_NCCL) {
+        for (int i = 0; i < ntrain; i++) d->coff[i] = d->cbuf_n, d->cbuf_n += train[i]->total;
+        d->cbuf = be->mem_alloc(d->cbuf_n * sizeof(uint16_t));
+        if (!d->cbuf) {
+            sdc_dp_free(d);
+            return sdc_fail(err, SDC_ENOMEM, "out of memory for the bf16 copy of the gradients");
+        }
+        d->bf16 = 1;
+    }
     if (d->zero) {
         d->tmp = be->mem_alloc(d->tmp_n * sizeof(float));
         if (!d->tmp) {
@@ -85,14 +97,34 @@ void sdc_dp_drop_gathered(sdc_dp *d) {
 
 void sdc_dp_free(sdc_dp *d) {
     if (d->tmp) d->comm.be->mem_free(d->tmp, d->tmp_n * sizeof(float));
+    if (d->cbuf) d->comm.be->mem_free(d->cbuf, d->cbuf_n * sizeof(uint16_t));
     sdc_dp_drop_gathered(d);
     free(d->b);
     sdc_comm_close(&d->comm);
     memset(d, 0, sizeof *d);
 }
 
+/* bucket b's slot in the bf16 copy */
+static uint16_t *cbuf_of(const sdc_dp *d, const sdc_dp_bucket *b) {
+    return (uint16_t *)d->cbuf + d->coff[b->store] + b->off;
+}
+
 static void launch(sdc_dp *d, sdc_dp_bucket *b) {
     float *g = d->train[b->store]->grad + b->off;
+    if (d->bf16) {
+        /* the cast goes on the compute stream, after the gradients it reads */
+        uint16_t *c = cbuf_of(d, b);
+        size_t whole = b->part * (size_t)d->comm.size;
+        d->comm.be->cast(c, SDC_BF16, g, SDC_F32, b->len);
+        if (!d->zero) {
+            sdc_comm_allreduce_mean_bf16(&d->comm, c, b->len);
+        } else {
+            if (b->part) sdc_comm_reduce_scatter_mean_bf16(&d->comm, c, b->part);
+            if (b->len > whole) sdc_comm_allreduce_mean_bf16(&d->comm, c + whole, b->len - whole);
+        }
+        b->launched = 1;
+        return;
+    }
     if (!d->zero) {
         sdc_comm_allreduce_mean(&d->comm, g, b->len);
     } else {
@@ -153,6 +185,19 @@ sdc_status sdc_dp_finish(sdc_dp *d, sdc_error *err) {
         d->exposed_s += now_s() - t0;
     }
     sdc_comm_join(&d->comm);
+    for (int k = 0; d->bf16 && k < d->nb; k++) { /* the averages back into the fp32 gradients */
+        const sdc_dp_bucket *b = &d->b[k];
+        float *g = d->train[b->store]->grad;
+        const uint16_t *c = (const uint16_t *)d->cbuf + d->coff[b->store]; /* the store's copy */
+        if (!d->zero) {
+            d->comm.be->cast(g + b->off, SDC_F32, c + b->off, SDC_BF16, b->len);
+        } else {
+            size_t o1, o2, tail;
+            owned(d, b, &o1, &o2, &tail);
+            if (b->part) d->comm.be->cast(g + o1, SDC_F32, c + o1, SDC_BF16, b->part);
+            if (tail) d->comm.be->cast(g + o2, SDC_F32, c + o2, SDC_BF16, tail);
+        }
+    }
     d->armed = 0;
     if (!d->learned) {
         d->learned = 1;

@@ -50,6 +50,9 @@ typedef struct sdc_dp_bucket {
 typedef struct sdc_dp {
     sdc_comm comm;
     int zero;                /* ZeRO stage: 0 or 1 */
+    int bf16;                /* gradients travel as bf16 (NCCL): a copy cast per bucket, cast back after */
+    void *cbuf;              /* that bf16 copy of every store's gradients */
+    size_t coff[SDC_DP_MAX_STORES], cbuf_n;
     int overlap;             /* reductions start during backward (NCCL) */
     sdc_params *train[SDC_DP_MAX_STORES];
     int ntrain;
@@ -69,9 +72,13 @@ typedef struct sdc_dp {
 
 /* Buckets over the trained stores' gradients (which must exist, on be).
  * bucket_mb ≤ 0: 25; the environment's SDC_DP_BUCKET_MB overrides it (for
- * measuring). SDC_DP_NO_OVERLAP=1 reduces after the backward pass. */
+ * measuring). SDC_DP_NO_OVERLAP=1 reduces after the backward pass.
+ * reduce_bf16: with NCCL, each bucket is cast to bf16 and averaged in bf16
+ * (half the traffic, as DDP's bf16_compress_hook), then cast back to the
+ * fp32 gradients; the average is then rounded to bf16. Ignored (a warning)
+ * without NCCL. */
 sdc_status sdc_dp_init(sdc_dp *d, const sdc_dist *dist, const sdc_backend *be, sdc_params *const *train, int ntrain,
-                       int zero_stage, double bucket_mb, sdc_error *err);
+                       int zero_stage, double bucket_mb, int reduce_bf16, sdc_error *err);
 void sdc_dp_free(sdc_dp *d);
 /* The tape's grad_hook (user: the sdc_dp). */
 void sdc_dp_on_grad(void *user, const float *grad, size_t n);

@@ -17,7 +17,7 @@ typedef struct {
 } nccl_id;
 typedef struct nccl_comm *nccl_comm_t;
 typedef int nccl_result;
-enum { NCCL_UINT8 = 1, NCCL_FLOAT32 = 7, NCCL_FLOAT64 = 8 };
+enum { NCCL_UINT8 = 1, NCCL_FLOAT32 = 7, NCCL_FLOAT64 = 8, NCCL_BFLOAT16 = 9 };
 enum { NCCL_SUM = 0, NCCL_AVG = 4 };
 
 struct nccl_api {
@@ -147,17 +147,21 @@ static void after_compute(sdc_nccl *c) {
     CUDA_CHECK(cudaStreamWaitEvent(c->stream, c->ready, 0));
 }
 
-extern "C" void sdc_cuda_nccl_allreduce_mean(sdc_nccl *c, float *buf, size_t n) {
+static int nccl_type(sdc_dtype dt) { return dt == SDC_BF16 ? NCCL_BFLOAT16 : NCCL_FLOAT32; }
+
+extern "C" void sdc_cuda_nccl_allreduce_mean(sdc_nccl *c, void *buf, size_t n, sdc_dtype dt) {
     if (n == 0) return;
     after_compute(c);
-    check(api.all_reduce(buf, buf, n, NCCL_FLOAT32, NCCL_AVG, c->comm, c->stream), "ncclAllReduce");
+    check(api.all_reduce(buf, buf, n, nccl_type(dt), NCCL_AVG, c->comm, c->stream), "ncclAllReduce");
 }
 
-extern "C" void sdc_cuda_nccl_reduce_scatter_mean(sdc_nccl *c, float *buf, size_t n) {
+extern "C" void sdc_cuda_nccl_reduce_scatter_mean(sdc_nccl *c, void *buf, size_t n, sdc_dtype dt) {
     if (n == 0) return;
     after_compute(c);
     // in place: the receive buffer is this rank's part of the send buffer
-    check(api.reduce_scatter(buf, buf + (size_t)c->rank * n, n, NCCL_FLOAT32, NCCL_AVG, c->comm, c->stream),
+    unsigned char *b = (unsigned char *)buf;
+    check(api.reduce_scatter(b, b + (size_t)c->rank * n * sdc_dtype_size(dt), n, nccl_type(dt), NCCL_AVG, c->comm,
+                             c->stream),
           "ncclReduceScatter");
 }
 

@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 
+#include "core/dtype.h"
 #include "core/error.h"
 
 #ifdef __cplusplus
@@ -34,10 +35,10 @@ sdc_status sdc_cuda_nccl_unique_id(unsigned char id[SDC_NCCL_ID_BYTES], sdc_erro
 sdc_status sdc_cuda_nccl_open(sdc_nccl **out, const unsigned char id[SDC_NCCL_ID_BYTES], int rank, int size,
                               sdc_error *err);
 void sdc_cuda_nccl_close(sdc_nccl *c);
-/* buf[0..n) = mean over ranks (fp32) */
-void sdc_cuda_nccl_allreduce_mean(sdc_nccl *c, float *buf, size_t n);
+/* buf[0..n) = mean over ranks (fp32 or bf16 elements) */
+void sdc_cuda_nccl_allreduce_mean(sdc_nccl *c, void *buf, size_t n, sdc_dtype dt);
 /* buf[0..n*size) summed over ranks / size; rank r's part lands at buf + r*n */
-void sdc_cuda_nccl_reduce_scatter_mean(sdc_nccl *c, float *buf, size_t n);
+void sdc_cuda_nccl_reduce_scatter_mean(sdc_nccl *c, void *buf, size_t n, sdc_dtype dt);
 /* rank r's bytes at buf + r*bytes go to every rank */
 void sdc_cuda_nccl_allgather(sdc_nccl *c, void *buf, size_t bytes);
 /* scalar sums (host values, e.g. gradient norms): blocking */

@@ -40,8 +40,12 @@ int sdc_cuda_nccl_version(char *from, size_t cap) {
     (void)from, (void)cap;
     return 0;
 }
-void sdc_cuda_nccl_allreduce_mean(sdc_nccl *c, float *buf, size_t n) { (void)c, (void)buf, (void)n; }
-void sdc_cuda_nccl_reduce_scatter_mean(sdc_nccl *c, float *buf, size_t n) { (void)c, (void)buf, (void)n; }
+void sdc_cuda_nccl_allreduce_mean(sdc_nccl *c, void *buf, size_t n, sdc_dtype dt) {
+    (void)c, (void)buf, (void)n, (void)dt;
+}
+void sdc_cuda_nccl_reduce_scatter_mean(sdc_nccl *c, void *buf, size_t n, sdc_dtype dt) {
+    (void)c, (void)buf, (void)n, (void)dt;
+}
 void sdc_cuda_nccl_allgather(sdc_nccl *c, void *buf, size_t bytes) { (void)c, (void)buf, (void)bytes; }
 double sdc_cuda_nccl_sum_f64(sdc_nccl *c, double v) { (void)c; return v; }
 void sdc_cuda_nccl_join(sdc_nccl *c) { (void)c; }
