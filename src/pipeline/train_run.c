@@ -873,6 +873,7 @@ static sdc_status train(run *r, sdc_error *err) {
     sdc_progress bar = {0};
     if (lead) {
         sdc_progress_begin(&bar, "train", eff.max_train_steps);
+        bar.initial = r->t.step; /* a resumed run's rate counts its own steps */
         sdc_progress_update(&bar, r->t.step);
     }
     sdc_status st = SDC_OK;
