@@ -15,9 +15,12 @@ sdc_tensor sdc_ctx_alloc(sdc_ctx *c, int ndim, const int64_t *shape) {
     t.data = sdc_arena_alloc(c->arena, nbytes ? nbytes : 1);
     if (!t.data) {
         char buf[96];
-        fprintf(stderr, "sdc: fatal: activation arena exhausted (%zu of %zu bytes used, %s wanted)\n",
+        /* the ops cannot fail softly mid-model; the last checkpoint stays */
+        fprintf(stderr,
+                "sdc: out of memory for activations (%zu of %zu bytes used, %s wanted): lower the batch size or "
+                "the resolution, or add --gradient_checkpointing when training\n",
                 c->arena->used, c->arena->cap, sdc_shape_str(buf, sizeof buf, ndim, shape));
-        abort();
+        exit(EXIT_FAILURE);
     }
     return t;
 }

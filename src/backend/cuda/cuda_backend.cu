@@ -31,7 +31,14 @@ void sdc_cuda_after_launch(const char *file, int line) {
 
 cudaStream_t sdc_cuda_stream(void) {
     static cudaStream_t s;
-    if (!s) CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    if (!s) {
+        // SDC_CUDA_STREAM_PRIORITY=high: the compute stream ahead of other
+        // streams (NCCL's) when both have blocks waiting (for measuring)
+        int lo = 0, hi = 0;
+        CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
+        const char *e = getenv("SDC_CUDA_STREAM_PRIORITY");
+        CUDA_CHECK(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, e && !strcmp(e, "high") ? hi : lo));
+    }
     return s;
 }
 

@@ -122,7 +122,14 @@ extern "C" sdc_status sdc_cuda_nccl_open(sdc_nccl **out, const unsigned char id[
                         api.error_string(r));
     }
     c->rank = rank, c->size = size;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    // SDC_NCCL_PRIORITY=high|low: the collectives' stream priority against
+    // the compute stream's (default: the same), for measuring the overlap
+    int lo = 0, hi = 0, prio = 0;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lo, &hi));
+    const char *pe = getenv("SDC_NCCL_PRIORITY");
+    if (pe && !strcmp(pe, "high")) prio = hi;
+    if (pe && !strcmp(pe, "low")) prio = lo;
+    CUDA_CHECK(cudaStreamCreateWithPriority(&c->stream, cudaStreamNonBlocking, prio));
     CUDA_CHECK(cudaEventCreateWithFlags(&c->ready, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming));
     CUDA_CHECK(cudaMalloc(&c->scalar, sizeof(double)));
