@@ -355,7 +355,7 @@ static sdc_status run_train(const opts *o, const sdc_preset *p, sdc_error *err) 
                            .gradient_checkpointing = o->ckpt, .zero_stage = o->zero,
                            /* SDC_BENCH_NO_DP: each process trains alone (what N GPUs do without any exchange) */
                            .dist = getenv("SDC_BENCH_NO_DP") ? NULL : &dist,
-                           .reduce_bf16 = getenv("SDC_BENCH_REDUCE_BF16") != NULL};
+                           .reduce_bf16 = getenv("SDC_BENCH_REDUCE_BF16") != NULL, .loss_scaling = d.dtype == SDC_F16};
     sdc_adamw_hparams_default(&to.adam);
     to.adam.lr = 1e-5;
     int total = o->warmup + o->steps;

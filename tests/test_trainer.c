@@ -833,3 +833,58 @@ TEST(trainer_checkpoint_resume_is_bit_exact) {
     snapshot_free(&init);
     teardown(&f);
 }
+
+/* Dynamic loss scaling (fp16's GradScaler): with a power-of-two scale the
+ * weights are bit-identical to no scaling; a scale so large that the
+ * gradients overflow skips steps, halving it each time, until they fit, and
+ * the first good step then equals an unscaled first step bit for bit. */
+TEST(trainer_loss_scaling_is_exact_and_backs_off) {
+    fixture f;
+    if (!setup(&f)) return;
+    sdc_error err = {0};
+    sdc_params init;
+    snapshot(&init, &f.u->params);
+    inputs in;
+    REQUIRE(inputs_load(&f, "full_eps", &in));
+    sdc_train_batch b = inputs_batch(&in, 0);
+    /* 0: no scaling, 2 steps; 1: GradScaler's 2^16, 2 steps; 2: no scaling,
+     * 1 step; 3: 2^140 (the fp32 seed is inf) until the first good step */
+    float *w[4];
+    int skips = 0;
+    double scale_after = 0;
+    for (int k = 0; k < 4; k++) {
+        memcpy(f.u->params.data, init.data, init.total * sizeof(float));
+        sdc_trainer_opts o;
+        opts_for(&o, 1e-4, 1e-2, 1.0, SDC_LR_CONSTANT, 0, 2);
+        o.loss_scaling = k == 1 || k == 3;
+        o.init_loss_scale = k == 3 ? 0x1p140 : 0;
+        sdc_trainer t;
+        sdc_params *st = &f.u->params;
+        REQUIRE_OK(sdc_trainer_init(&t, f.u, NULL, 0, &st, 1, &f.sched, &o, &SDC_CTX_CPU(&f.arena), &err), &err);
+        CHECK(t.loss_scale == (k == 1 ? 65536.0 : k == 3 ? 0x1p140 : 1.0));
+        int steps = k < 2 ? 2 : 1;
+        for (int guard = 0; t.step < steps && guard < 40; guard++) {
+            double loss, gn, lr;
+            int skipped;
+            REQUIRE_OK(sdc_trainer_micro_step(&t, &b, &loss, &err), &err);
+            REQUIRE_OK(sdc_trainer_optimizer_step(&t, &gn, &lr, &skipped, &err), &err);
+            if (k == 3) skips += skipped;
+            else CHECK(!skipped);
+        }
+        if (k == 3) scale_after = t.loss_scale;
+        w[k] = malloc(f.u->params.total * sizeof(float));
+        memcpy(w[k], f.u->params.data, f.u->params.total * sizeof(float));
+        sdc_trainer_free(&t);
+    }
+    size_t bytes = f.u->params.total * sizeof(float);
+    CHECK(memcmp(w[0], w[1], bytes) == 0);
+    CHECK(memcmp(w[2], w[3], bytes) == 0);
+    CHECK(memcmp(w[2], init.data, bytes) != 0);
+    /* the loss gradient times 2^140 overflows fp32 (max ~2^128): some
+     * halvings, each skipping its step */
+    CHECK_MSG(skips >= 1 && scale_after == ldexp(1.0, 140 - skips), "%d skips, scale %g", skips, scale_after);
+    for (int k = 0; k < 4; k++) free(w[k]);
+    inputs_free(&in);
+    snapshot_free(&init);
+    teardown(&f);
+}

@@ -229,6 +229,9 @@ static sdc_status check_vae(run *r, const sdc_sd *sd) {
     if (!sd->vae || !sdc_golden_has(&r->g, "vae/in/image") || !wanted(r, "vae")) return SDC_OK;
     size_t mark = sdc_arena_mark(r->c->arena);
     sdc_tensor img, mean, logvar;
+    /* the VAE's own precision (fp32 when upcast), as the pipelines run it */
+    sdc_ctx vc = sdc_sd_vae_ctx(sd, r->c), *saved = r->c;
+    r->c = &vc;
     sdc_status st = upload_key(r, "vae/in/image", &img);
     if (st == SDC_OK) {
         sdc_vae_encode(r->c, sd->vae, &img, &mean, &logvar);
@@ -239,6 +242,7 @@ static sdc_status check_vae(run *r, const sdc_sd *sd) {
             st = compare_tensor(r, "vae/out/decoded_from_mean", &d);
         }
     }
+    r->c = saved;
     sdc_arena_release(r->c->arena, mark);
     return st;
 }

@@ -169,6 +169,14 @@ sdc_status sdc_sd_to_device(sdc_sd *sd, const sdc_ctx *c, sdc_error *err) {
     for (int i = 0; i < 2; i++)
         if (sd->te[i]) SDC_TRY(sdc_params_to_device(&sd->te[i]->params, c->be, c->device, c->dtype, err));
     if (sd->unet) SDC_TRY(sdc_params_to_device(&sd->unet->params, c->be, c->device, c->dtype, err));
-    if (sd->vae) SDC_TRY(sdc_params_to_device(&sd->vae->params, c->be, c->device, c->dtype, err));
+    sd->vae_upcast = sd->vae && c->dtype == SDC_F16 && sd->vae->cfg.force_upcast;
+    if (sd->vae)
+        SDC_TRY(sdc_params_to_device(&sd->vae->params, c->be, c->device, sd->vae_upcast ? SDC_F32 : c->dtype, err));
     return SDC_OK;
+}
+
+sdc_ctx sdc_sd_vae_ctx(const sdc_sd *sd, const sdc_ctx *c) {
+    sdc_ctx v = *c;
+    if (sd->vae_upcast) v.dtype = SDC_F32;
+    return v;
 }

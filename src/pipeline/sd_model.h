@@ -21,6 +21,10 @@ typedef struct sdc_sd {
     sdc_vae *vae;
     sdc_sched_config sched;
     int force_zeros_for_empty_prompt; /* SDXL: zero negative embeddings without a negative prompt */
+    /* the VAE computes in fp32 on a device whose context is fp16, when its
+     * config says force_upcast (SDXL's VAE overflows fp16), as diffusers'
+     * pipelines and training scripts upcast it */
+    int vae_upcast;
 } sdc_sd;
 
 typedef struct sdc_sd_lora {
@@ -37,6 +41,9 @@ typedef struct sdc_sd_load_opts {
 } sdc_sd_load_opts;
 
 sdc_status sdc_sd_load(const char *path, const sdc_sd_load_opts *opts, sdc_sd *sd, sdc_error *err);
+/* The context to run the VAE with: c, or a copy computing in fp32 when the
+ * VAE was upcast (sd->vae_upcast). */
+sdc_ctx sdc_sd_vae_ctx(const sdc_sd *sd, const sdc_ctx *c);
 void sdc_sd_free(sdc_sd *sd);
 /* Copies every loaded component's weights to c's device in c's dtype (a
  * no-op on the CPU); the host copies stay for saving. */

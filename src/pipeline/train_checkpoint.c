@@ -138,6 +138,10 @@ sdc_status sdc_train_checkpoint_save(const sdc_trainer *t, const sdc_train_progr
         free(os);
         cJSON_AddNumberToObject(j, "ema_optimization_step", (double)t->ema.optimization_step);
     }
+    if (t->o.loss_scaling) { /* GradScaler's state, as accelerate saves it */
+        cJSON_AddNumberToObject(j, "loss_scale", t->loss_scale);
+        cJSON_AddNumberToObject(j, "loss_scale_growth_tracker", (double)t->scale_good);
+    }
     cJSON_AddStringToObject(j, "format", "sdc-train-state/1");
     cJSON_AddNumberToObject(j, "step", (double)t->step);
     cJSON_AddNumberToObject(j, "epoch", (double)p->epoch);
@@ -227,6 +231,13 @@ sdc_status sdc_train_checkpoint_load(sdc_trainer *t, const char *dir, sdc_train_
         }
         t->opt[i].step = (int64_t)as->valuedouble;
         t->ctx.be->mem_zero(s->grad, s->total * sizeof(float));
+    }
+    if (st == SDC_OK && t->o.loss_scaling) {
+        /* a checkpoint without a scale (an fp32/bf16 run) starts at the initial one */
+        const cJSON *ls = cJSON_GetObjectItemCaseSensitive(j, "loss_scale");
+        const cJSON *lg = cJSON_GetObjectItemCaseSensitive(j, "loss_scale_growth_tracker");
+        if (cJSON_IsNumber(ls) && ls->valuedouble > 0) t->loss_scale = ls->valuedouble;
+        if (cJSON_IsNumber(lg)) t->scale_good = (int64_t)lg->valuedouble;
     }
     if (st == SDC_OK && t->o.use_ema) {
         const cJSON *es = cJSON_GetObjectItemCaseSensitive(j, "ema_optimization_step");

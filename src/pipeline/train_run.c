@@ -187,6 +187,7 @@ static sdc_status set_up_training(run *r, sdc_error *err) {
     o.dist = &r->dist;
     o.zero_stage = a->zero_stage;
     o.reduce_bf16 = a->reduce_dtype && !strcmp(a->reduce_dtype, "bf16");
+    o.loss_scaling = r->ctx.dtype == SDC_F16; /* fp16 gradients underflow without it */
     o.max_grad_norm = a->max_grad_norm;
     o.gradient_checkpointing = a->gradient_checkpointing;
     sdc_adamw_hparams_default(&o.adam);
@@ -418,14 +419,15 @@ static sdc_status micro_batch(run *r, load_job *job, uint64_t micro_index, doubl
         /* latents = (mean + σ·ξ) × scaling_factor, per image */
         const sdc_vae_config *vc = &r->sd.vae->cfg;
         size_t mark = sdc_arena_mark(&r->arena);
-        sdc_tensor im = sdc_op_upload(&c, NULL, 4, SDC_SHAPE(B, 3, res, res), img);
+        sdc_ctx venc = sdc_sd_vae_ctx(&r->sd, &c); /* fp32 for an fp16-unsafe VAE */
+        sdc_tensor im = sdc_op_upload(&venc, NULL, 4, SDC_SHAPE(B, 3, res, res), img);
         sdc_tensor mean, logvar;
-        sdc_vae_encode(&c, r->sd.vae, &im, &mean, &logvar);
+        sdc_vae_encode(&venc, r->sd.vae, &im, &mean, &logvar);
         float *lv = malloc((size_t)(B * per) * sizeof *lv);
         if (!lv) st = sdc_fail(err, SDC_ENOMEM, "out of memory");
         if (st == SDC_OK) {
-            sdc_op_download(&c, x0, &mean);
-            sdc_op_download(&c, lv, &logvar);
+            sdc_op_download(&venc, x0, &mean);
+            sdc_op_download(&venc, lv, &logvar);
             for (int64_t b = 0; b < B; b++) {
                 sdc_rng rl;
                 stream(&rl, r->seed, RNG_LATENT, sample_key(r, micro_index, b));
@@ -933,9 +935,15 @@ static sdc_status train(run *r, sdc_error *err) {
         /* a skipped step is not counted: it is reported as the step it
          * tried to be (t.step + 1), and retried with the next batch. Every
          * rank skips alike (the gradients were averaged first). */
-        nonfinite = skipped ? nonfinite + 1 : 0;
+        /* fp16's loss scaling skips a step whenever its gradients overflow and
+         * halves the scale: routine while the scale is above 1, not counted */
+        const int backoff = skipped && r->t.o.loss_scaling && r->t.loss_scale >= 1.0;
+        nonfinite = !skipped ? 0 : backoff ? nonfinite : nonfinite + 1;
         const long long shown = (long long)r->t.step + (skipped ? 1 : 0);
-        if (lead && skipped)
+        if (lead && backoff)
+            SDC_INFO("step %lld skipped: the fp16 gradients overflowed; loss scale lowered to %g", shown,
+                     r->t.loss_scale);
+        else if (lead && skipped)
             SDC_WARN("step %lld skipped: non-finite loss or gradient (loss %g, gradient norm %g), %d in a row", shown, loss,
                      gn, nonfinite);
         if (lead) {

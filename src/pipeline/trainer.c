@@ -65,6 +65,7 @@ sdc_status sdc_trainer_init(sdc_trainer *t, sdc_unet *unet, sdc_clip_text *const
     }
     if (o->use_ema)
         SDC_TRY(sdc_ema_init_on(&t->ema, be, sdc_params_master(train[0]), train[0]->total, &o->ema, err));
+    t->loss_scale = o->loss_scaling ? (o->init_loss_scale > 0 ? o->init_loss_scale : 65536.0) : 1.0;
     t->tape.checkpointing = o->gradient_checkpointing;
     t->ctx = *base;
     t->ctx.tape = &t->tape;
@@ -192,7 +193,7 @@ sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, doub
         sdc_op_download(c, pred, &y);
         *loss = sdc_train_mse_loss(pred, target, B, per, weights, NULL);
         /* d(loss / accumulation)/d pred, seeded into the output's gradient */
-        sdc_train_mse_loss_backward(noisy, pred, target, B, per, weights, 1.0 / t->o.grad_accum);
+        sdc_train_mse_loss_backward(noisy, pred, target, B, per, weights, 1.0 / t->o.grad_accum * t->loss_scale);
         sdc_tape_zero_grads(&t->tape, c->arena);
         sdc_tensor gy = sdc_tape_grad(&t->tape, &y);
         c->be->upload(&gy, noisy);
@@ -219,15 +220,22 @@ sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double 
     if (zero) ss = sdc_dp_sumsq(dp);
     else
         for (int i = 0; i < t->ntrain; i++) ss += be->sumsq(t->train[i]->grad, t->train[i]->total);
-    double norm = sqrt(ss);
+    /* the gradients carry the loss scale (a power of two): their norm is
+     * the unscaled one times it, exactly */
+    const double inv = 1.0 / t->loss_scale;
+    double norm = sqrt(ss) * inv;
     *grad_norm = norm;
     *skipped = 0;
     t->micro = 0;
     if (!sdc_grad_finite(norm)) {
         *skipped = 1;
         for (int i = 0; i < t->ntrain; i++) be->mem_zero(t->train[i]->grad, t->train[i]->total * sizeof(float));
+        if (t->o.loss_scaling) t->loss_scale *= 0.5, t->scale_good = 0; /* GradScaler's backoff */
         return SDC_OK;
     }
+    if (t->o.loss_scaling && ++t->scale_good >= 2000) t->loss_scale *= 2.0, t->scale_good = 0;
+    /* unscaling by 2⁻ᵏ is exact; clipping then rounds as without scaling */
+    const float unscale = (float)inv;
     float coef = t->o.max_grad_norm > 0 ? sdc_grad_clip_coef(norm, t->o.max_grad_norm) : 1.0f;
     *lr = sdc_lr_at(&t->o.lr, t->step);
     for (int i = 0; i < t->ntrain; i++) {
@@ -236,9 +244,11 @@ sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double 
         int copy = p->be && p->dev != p->master;
         if (zero) {
             /* this rank's parts only (ZeRO-1) */
+            if (unscale != 1.0f && i == 0) sdc_dp_scale(dp, unscale);
             if (coef != 1.0f && i == 0) sdc_dp_scale(dp, coef);
             sdc_dp_adamw(dp, i, &t->opt[i], ++t->opt[i].step, *lr);
         } else {
+            if (unscale != 1.0f) be->scale(p->grad, p->total, unscale);
             if (coef != 1.0f) be->scale(p->grad, p->total, coef);
             sdc_adamw_step_into(&t->opt[i], sdc_params_master(p), p->grad, *lr, copy ? p->dev : NULL, p->dev_dtype);
         }

@@ -38,6 +38,15 @@ typedef struct sdc_trainer_opts {
     int zero_stage;
     double bucket_mb;
     int reduce_bf16; /* gradients averaged in bf16 (NCCL; train/dp.h) */
+    /* Dynamic loss scaling, as torch.amp.GradScaler with its defaults (what
+     * accelerate uses for fp16): the loss is multiplied by the scale before
+     * backward, so small fp16 activation gradients do not flush to zero; the
+     * gradients are divided by it before clipping; a step whose gradients
+     * overflowed is skipped and halves the scale, and 2000 good steps in a
+     * row double it. The scale is a power of two, so on values that do not
+     * overflow the result is bit-identical to no scaling. */
+    int loss_scaling;
+    double init_loss_scale; /* ≤ 0: 65536 */
 } sdc_trainer_opts;
 
 typedef struct sdc_train_batch {
@@ -78,6 +87,8 @@ typedef struct sdc_trainer {
     double *ts;
     size_t scratch_n, scratch_b;
     struct sdc_dp *dp; /* data parallelism (sdc_trainer_enable_dp), NULL in one process */
+    double loss_scale;       /* 1 without loss scaling */
+    int64_t scale_good;      /* good steps since the scale last changed (GradScaler's growth tracker) */
     int micro;    /* micro-batches accumulated since the last optimizer step */
     int64_t step; /* optimizer steps taken */
 } sdc_trainer;
@@ -99,7 +110,7 @@ sdc_status sdc_trainer_gather_state(sdc_trainer *t, sdc_error *err);
 sdc_status sdc_trainer_micro_step(sdc_trainer *t, const sdc_train_batch *b, double *loss, sdc_error *err);
 /* After grad_accum micro-steps: clip, update, EMA, clear the gradients.
  * A non-finite gradient norm skips the update (*skipped = 1; gradients
- * cleared, the step not counted). */
+ * cleared, the step not counted; with loss scaling the scale halves). */
 sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double *lr, int *skipped, sdc_error *err);
 
 #endif

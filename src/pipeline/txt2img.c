@@ -228,10 +228,11 @@ sdc_status sdc_txt2img(sdc_ctx *c, const sdc_sd *sd, const sdc_txt2img_opts *o, 
         }
         for (size_t k = 0; k < n; k++) z[k] = (float)(out->latents[k] / vc->scaling_factor + vc->shift_factor);
         size_t mark = sdc_arena_mark(c->arena);
-        sdc_tensor zt = sdc_op_upload(c, NULL, 4, SDC_SHAPE(B, C, h, w), z);
+        sdc_ctx vdec = sdc_sd_vae_ctx(sd, c); /* fp32 for an fp16-unsafe VAE */
+        sdc_tensor zt = sdc_op_upload(&vdec, NULL, 4, SDC_SHAPE(B, C, h, w), z);
         free(z);
-        sdc_tensor img = sdc_vae_decode(c, NULL, sd->vae, &zt);
-        out->images = to_host(c, &img);
+        sdc_tensor img = sdc_vae_decode(&vdec, NULL, sd->vae, &zt);
+        out->images = to_host(&vdec, &img);
         for (int k = 0; k < 4; k++) out->image_shape[k] = img.shape[k];
         sdc_ctx_release(c, mark);
         if (!out->images) st = sdc_fail(err, SDC_ENOMEM, "out of memory");
