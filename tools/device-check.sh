@@ -19,7 +19,7 @@ grep -v "^ok" "$OUT/cuda-tests.txt" | tail -40
 # every golden of the test models through sdc check on the GPU
 for m in tiny-sd tiny-sdxl tiny-sd2v; do
   for g in $(ls tests/data/$m/golden*.safetensors | grep -v golden_grads); do
-    for p in fp32 bf16; do
+    for p in fp32 bf16 $( [ $m = tiny-sdxl ] && echo fp16 ); do
       echo "== $m $(basename $g) $p"
       ./sdc check --device cuda --precision $p --model tests/data/$m --golden $g 2>&1 | tail -3
     done
@@ -28,7 +28,7 @@ done 2>&1 | tee "$OUT/check.txt"
 # end to end on the GPU: a tiny LoRA and a tiny full fine-tune, generate with
 # the result, and the same under compute-sanitizer's memcheck
 T=/tmp/sdc-e2e && rm -rf $T && mkdir -p $T
-for mp in no bf16; do
+for mp in no bf16 fp16; do
   echo "== train full --mixed_precision $mp"
   ./sdc train --device cuda --mixed_precision $mp --pretrained_model_name_or_path tests/data/tiny-sd \
     --train_data_dir tests/data/datasets/imagefolder --resolution 32 --train_batch_size 2 --max_train_steps 6 \
