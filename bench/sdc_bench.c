@@ -42,7 +42,7 @@
 
 typedef struct opts {
     const char *mode, *preset, *device, *precision, *out;
-    int size, batch, lora, steps, warmup, ckpt, cfg, calls, repeat, zero;
+    int size, batch, lora, steps, warmup, ckpt, cfg, calls, repeat, zero, graph;
     double arena_gib;
     unsigned long long seed;
 } opts;
@@ -460,23 +460,50 @@ static sdc_status run_unet(const opts *o, const sdc_preset *p, sdc_error *err) {
     if (P) tt = sdc_op_upload(&c, NULL, 2, SDC_SHAPE(B, P), te);
     sdc_unet_cond cond = {.context = &ct, .timesteps = ts, .text_embeds = P ? &tt : NULL, .time_ids = tids,
                           .n_time_ids = 6};
+    /* --graph: the call captured once (after the warm-up) and replayed, its
+     * timestep sinusoids in device buffers, as the sampling loop does */
+    sdc_tensor tsin = {0}, tid = {0};
+    void *graph = NULL;
+    int graphed = o->graph && d.dev.type == SDC_CUDA;
+    if (graphed) {
+        const int64_t TD = cfg->block_out_channels[0], NTA = P ? 6 * cfg->addition_time_embed_dim : 0;
+        float *hs = malloc((size_t)(B * (TD > NTA ? TD : NTA)) * sizeof *hs);
+        if (!hs) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+        sdc_timestep_embedding(ts, B, TD, cfg->flip_sin_to_cos, cfg->freq_shift, hs);
+        tsin = sdc_op_upload(&c, NULL, 2, SDC_SHAPE(B, TD), hs);
+        cond.t_sinusoid = &tsin;
+        if (NTA) {
+            sdc_timestep_embedding(tids, B * 6, cfg->addition_time_embed_dim, cfg->flip_sin_to_cos, cfg->freq_shift, hs);
+            tid = sdc_op_upload(&c, NULL, 2, SDC_SHAPE(B, NTA), hs);
+            cond.time_ids_sinusoid = &tid;
+        }
+        free(hs);
+    }
     size_t mark = sdc_arena_mark(&arena);
     double t0 = 0;
     for (int i = 0; i < o->warmup + o->calls; i++) {
         if (i == o->warmup) {
+            if (graphed && sdc_cuda_graph_begin() == 0) {
+                sdc_unet_forward(&c, NULL, u, &xt, &cond);
+                sdc_cuda_graph_end(&graph);
+                sdc_arena_release(&arena, mark);
+            }
             device_sync(&c);
             t0 = now();
         }
-        sdc_unet_forward(&c, NULL, u, &xt, &cond);
+        if (graph) sdc_cuda_graph_launch(graph);
+        else sdc_unet_forward(&c, NULL, u, &xt, &cond);
         sdc_arena_release(&arena, mark);
     }
     device_sync(&c);
     double per = (now() - t0) / o->calls;
     double fl = unet_flops(cfg, h, w, S) * (double)B;
     printf("{\"mode\":\"unet\",\"impl\":\"sdc\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"unet_batch\":%lld,"
-           "\"precision\":\"%s\",\"device\":\"%s\",\"calls\":%d,\"ms\":%.4g,\"peak_gib\":%.4g,\"mfu\":%.4g}\n",
+           "\"precision\":\"%s\",\"device\":\"%s\",\"graph\":%s,\"calls\":%d,\"ms\":%.4g,\"peak_gib\":%.4g,"
+           "\"mfu\":%.4g}\n",
            p->name, o->size, o->batch, (long long)B, prec_name(d.dtype), d.dev.type == SDC_CPU ? "cpu" : "cuda",
-           o->calls, 1e3 * per, peak_gib(&d, &arena, 0), fl / per / PEAK_FLOPS);
+           graph ? "true" : "false", o->calls, 1e3 * per, peak_gib(&d, &arena, 0), fl / per / PEAK_FLOPS);
+    sdc_cuda_graph_free(graph);
     sdc_ctx_close(&c);
     sdc_unet_free(u);
     free(u);
@@ -602,7 +629,8 @@ static int usage(void) {
             "usage: sdc_bench train|unet|txt2img|vae|config|flops [--preset sd15|sd21|sdxl|tiny] [--size PX] [--batch N]\n"
             "         [--lora RANK] [--steps N] [--warmup N] [--calls N] [--repeat N] [--checkpointing] [--cfg]\n"
             "         [--device cpu|cuda|cuda:N] [--precision bf16|fp16|fp32] [--arena-gib N] [--seed N] [--out DIR]\n"
-            "         [--zero 0|1]   (train under mpirun: data parallel, one GPU per process, ZeRO-1 with --zero 1)\n");
+            "         [--zero 0|1]   (train under mpirun: data parallel, one GPU per process, ZeRO-1 with --zero 1)\n"
+            "         [--graph]      (unet: the call captured as a CUDA graph and replayed)\n");
     return 2;
 }
 
@@ -613,6 +641,7 @@ int main(int argc, char **argv) {
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--checkpointing")) o.ckpt = 1;
+        else if (!strcmp(a, "--graph")) o.graph = 1;
         else if (!strcmp(a, "--cfg")) o.cfg = 1;
         else if (!v) return usage();
         else if (!strcmp(a, "--preset")) o.preset = v, i++;

@@ -164,11 +164,16 @@ static sdc_tensor time_embedding(sdc_ctx *c, const sdc_unet *u, const sdc_unet_c
     int64_t T = cfg->time_embed_dim, D = cfg->block_out_channels[0];
     sdc_tensor temb = sdc_ctx_new(c, B, T);
     size_t mark = sdc_arena_mark(c->arena);
-    float *host = malloc((size_t)(B * D) * sizeof *host);
-    SDC_ASSERT(host);
-    sdc_timestep_embedding(cond->timesteps, B, D, cfg->flip_sin_to_cos, cfg->freq_shift, host);
-    sdc_tensor e = sdc_op_upload(c, NULL, 2, SDC_SHAPE(B, D), host);
-    free(host);
+    sdc_tensor e;
+    if (cond->t_sinusoid) {
+        e = *cond->t_sinusoid;
+    } else {
+        float *host = malloc((size_t)(B * D) * sizeof *host);
+        SDC_ASSERT(host);
+        sdc_timestep_embedding(cond->timesteps, B, D, cfg->flip_sin_to_cos, cfg->freq_shift, host);
+        e = sdc_op_upload(c, NULL, 2, SDC_SHAPE(B, D), host);
+        free(host);
+    }
     sdc_tensor h = sdc_linear_forward(c, NULL, &u->time_linear_1, &e);
     sdc_tensor hs = sdc_op_act(c, NULL, &h, SDC_ACT_SILU);
     sdc_linear_forward(c, &temb, &u->time_linear_2, &hs);
@@ -176,11 +181,16 @@ static sdc_tensor time_embedding(sdc_ctx *c, const sdc_unet *u, const sdc_unet_c
         /* SDXL: add_embedding(concat(text_embeds, sinusoid(time_ids) flattened)) */
         int64_t A = cfg->addition_time_embed_dim, nt = cond->n_time_ids, P = cond->text_embeds->shape[1];
         SDC_ASSERT(P + nt * A == cfg->projection_class_embeddings_input_dim);
-        float *te = malloc((size_t)(B * nt * A) * sizeof *te);
-        SDC_ASSERT(te);
-        sdc_timestep_embedding(cond->time_ids, B * nt, A, cfg->flip_sin_to_cos, cfg->freq_shift, te);
-        sdc_tensor tt = sdc_op_upload(c, NULL, 2, SDC_SHAPE(B, nt * A), te);
-        free(te);
+        sdc_tensor tt;
+        if (cond->time_ids_sinusoid) {
+            tt = *cond->time_ids_sinusoid;
+        } else {
+            float *te = malloc((size_t)(B * nt * A) * sizeof *te);
+            SDC_ASSERT(te);
+            sdc_timestep_embedding(cond->time_ids, B * nt, A, cfg->flip_sin_to_cos, cfg->freq_shift, te);
+            tt = sdc_op_upload(c, NULL, 2, SDC_SHAPE(B, nt * A), te);
+            free(te);
+        }
         sdc_tensor cat = sdc_op_concat1(c, NULL, cond->text_embeds, &tt);
         sdc_tensor a = sdc_linear_forward(c, NULL, &u->add_linear_1, &cat);
         sdc_tensor as = sdc_op_act(c, NULL, &a, SDC_ACT_SILU);

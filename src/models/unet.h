@@ -81,6 +81,11 @@ typedef struct sdc_unet_cond {
     const sdc_tensor *text_embeds; /* SDXL: [B, pooled dim] */
     const double *time_ids;        /* SDXL: [B, n] host (n·addition_time_embed_dim + pooled = projection input) */
     int64_t n_time_ids;
+    /* Optional, for replaying a captured call: the sinusoids of timesteps
+     * [B, block_out_channels[0]] and of time_ids [B, n·addition_time_embed_dim]
+     * already on the device (then timesteps/time_ids are not read), so the
+     * forward uploads nothing. */
+    const sdc_tensor *t_sinusoid, *time_ids_sinusoid;
 } sdc_unet_cond;
 
 /* The spatial size must be divisible by 2^(levels−1); the caller checks user

@@ -50,3 +50,11 @@ void sdc_cuda_nccl_allgather(sdc_nccl *c, void *buf, size_t bytes) { (void)c, (v
 double sdc_cuda_nccl_sum_f64(sdc_nccl *c, double v) { (void)c; return v; }
 void sdc_cuda_nccl_join(sdc_nccl *c) { (void)c; }
 void sdc_cuda_nccl_sync(sdc_nccl *c) { (void)c; }
+
+int sdc_cuda_graph_begin(void) { return -1; }
+int sdc_cuda_graph_end(void **exec) {
+    *exec = NULL;
+    return -1;
+}
+void sdc_cuda_graph_launch(void *exec) { (void)exec; }
+void sdc_cuda_graph_free(void *exec) { (void)exec; }

@@ -33,6 +33,15 @@ void sdc_cuda_print_info(FILE *f);
 sdc_status sdc_cuda_convert_to_f32(int device, float *dst, const void *src, sdc_dtype dtype, size_t n,
                                    sdc_error *err);
 
+/* CUDA graphs of the backend's stream. Between begin and end the ops are
+ * recorded, not run; end instantiates them (*exec), or returns −1 when the
+ * capture failed (an op synchronised or allocated), leaving no error
+ * behind. launch replays the recorded work on the stream. */
+int sdc_cuda_graph_begin(void);
+int sdc_cuda_graph_end(void **exec);
+void sdc_cuda_graph_launch(void *exec);
+void sdc_cuda_graph_free(void *exec);
+
 #ifdef __cplusplus
 }
 #endif
