@@ -988,6 +988,7 @@ static sdc_status train(run *r, sdc_error *err) {
             if (a->checkpoints_total_limit > 0)
                 st = sdc_train_checkpoint_prune(a->output_dir, a->checkpoints_total_limit - 1, err);
             if (st == SDC_OK) st = sdc_train_checkpoint_save(&r->t, &prog, a->output_dir, NULL, 0, err);
+            if (r->t.dp) sdc_dp_drop_gathered(r->t.dp); /* ZeRO-1's host copy of the moments */
         }
     }
     job_free(&ahead);
