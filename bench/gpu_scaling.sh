@@ -12,7 +12,8 @@
 #   fit    SDXL 1024px on all GPUs at growing batch, plain and ZeRO-1: the
 #          largest batch per GPU each fits
 #
-# Environment: SCALING_PARTS (default "check sd15 sdxl fit"), SCALING_VARIANTS
+# Environment: SCALING_PARTS (default "check sd15 sdxl fit"), SCALING_SD15_BATCH
+# (per GPU, default 32), SCALING_VARIANTS
 # (extra sdc rows on all GPUs, "NAME:VAR=VAL,VAR=VAL ...", e.g.
 # "ctas8:NCCL_MAX_CTAS=8 big:SDC_DP_BUCKET_MB=100"), SCALING_SKIP (rows left
 # out: "sdc zero1 torch"), SCALING_GPUS
@@ -118,7 +119,7 @@ train_rows() {
       --config $W/$p --preset $p --size $s --batch $b --steps $st --warmup 3
   done
 }
-has sd15 && { echo "== sd15" >&2; train_rows sd15 512 32 10; }
+has sd15 && { echo "== sd15" >&2; train_rows sd15 512 ${SCALING_SD15_BATCH:-32} 10; }
 has sdxl && { echo "== sdxl" >&2; train_rows sdxl 1024 4 6; }
 if has fit; then
   echo "== fit" >&2
