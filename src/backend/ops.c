@@ -209,9 +209,34 @@ sdc_tensor sdc_op_from_tokens(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x,
     return out;
 }
 
+/* t ++ zeros (or zeros ++ t when first) along dim 1, n zero rows: a
+ * concatenation, which records */
+static sdc_tensor cat_zeros(sdc_ctx *c, const sdc_tensor *t, int64_t n, int first) {
+    sdc_tensor z = sdc_ctx_new(c, t->shape[0], n, t->shape[2]);
+    c->be->fill(&z, 0.0f);
+    return first ? sdc_op_concat1(c, NULL, &z, t) : sdc_op_concat1(c, NULL, t, &z);
+}
+
+/* Under a tape (VAE training) the pad is built from concatenations of views
+ * instead, the same bytes: columns along dim 1 of [B·C·H, W, 1], then rows
+ * along dim 1 of [B·C, H, W'] (pad2d itself has no backward). */
+static sdc_tensor pad2d_recorded(sdc_ctx *c, const sdc_tensor *x, int top, int bottom, int left, int right) {
+    const int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], W2 = W + left + right;
+    sdc_tensor t = sdc_reshape(x, B * C * H, W, 1);
+    if (left) t = cat_zeros(c, &t, left, 1);
+    if (right) t = cat_zeros(c, &t, right, 0);
+    t = sdc_reshape(&t, B * C, H, W2);
+    if (top) t = cat_zeros(c, &t, top, 1);
+    if (bottom) t = cat_zeros(c, &t, bottom, 0);
+    return sdc_reshape(&t, B, C, H + top + bottom, W2);
+}
+
 sdc_tensor sdc_op_pad2d(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int top, int bottom, int left, int right) {
     SDC_ASSERT(x->ndim == 4 && top >= 0 && bottom >= 0 && left >= 0 && right >= 0);
-    SDC_ASSERT(!c->tape); /* no backward: only the (frozen) VAE encoder pads */
+    if (c->tape) {
+        SDC_ASSERT(!into);
+        return pad2d_recorded(c, x, top, bottom, left, right);
+    }
     int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     sdc_tensor out = out_of(c, into, 4, SDC_SHAPE(B, C, H + top + bottom, W + left + right));
     SDC_PROF(c, "pad2d", c->be->pad2d(&out, x, B, C, H, W, top, bottom, left, right));

@@ -70,7 +70,8 @@ sdc_tensor sdc_op_slice1(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int6
 sdc_tensor sdc_op_to_tokens(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x);
 /* [B,H·W,C] → [B,C,H,W] */
 sdc_tensor sdc_op_from_tokens(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int64_t H, int64_t W);
-/* zero padding of the last two axes */
+/* zero padding of the last two axes (under a tape: built from concatenations,
+ * which record; `into` must then be NULL) */
 sdc_tensor sdc_op_pad2d(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x, int top, int bottom, int left, int right);
 /* [B,C,H,W] → [B,C,2H,2W] nearest */
 sdc_tensor sdc_op_upsample2x(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *x);

@@ -224,7 +224,8 @@ static sdc_tensor level_forward(sdc_ctx *c, const sdc_vae_level *l, const sdc_te
     return out;
 }
 
-void sdc_vae_encode(sdc_ctx *c, const sdc_vae *v, const sdc_tensor *image, sdc_tensor *mean, sdc_tensor *logvar) {
+void sdc_vae_encode_unclamped(sdc_ctx *c, const sdc_vae *v, const sdc_tensor *image, sdc_tensor *mean,
+                              sdc_tensor *logvar) {
     const sdc_vae_config *cfg = &v->cfg;
     int64_t B = image->shape[0], s = sdc_vae_scale(cfg), Z = cfg->latent_channels;
     int64_t h = image->shape[2] / s, w = image->shape[3] / s;
@@ -240,6 +241,10 @@ void sdc_vae_encode(sdc_ctx *c, const sdc_vae *v, const sdc_tensor *image, sdc_t
     sdc_op_slice1(c, mean, &x, 0, Z);
     sdc_op_slice1(c, logvar, &x, Z, Z);
     sdc_ctx_release(c, mark);
+}
+
+void sdc_vae_encode(sdc_ctx *c, const sdc_vae *v, const sdc_tensor *image, sdc_tensor *mean, sdc_tensor *logvar) {
+    sdc_vae_encode_unclamped(c, v, image, mean, logvar);
     /* clamp(logvar, −30, 20), on the host: the tensor is small */
     size_t n = (size_t)sdc_tensor_numel(logvar);
     float *buf = malloc(n * sizeof *buf);

@@ -68,6 +68,10 @@ sdc_status sdc_vae_load(sdc_vae *v, const sdc_weights *w, sdc_error *err);
 /* image [B,in,H,W] in [−1,1] → posterior mean and logvar [B,latent,H/s,W/s]
  * (logvar clamped to [−30, 20] as diffusers' DiagonalGaussianDistribution). */
 void sdc_vae_encode(sdc_ctx *c, const sdc_vae *v, const sdc_tensor *image, sdc_tensor *mean, sdc_tensor *logvar);
+/* The same without the clamp; every op records on a tape (VAE training,
+ * which clamps on the host where the gradient is taken). */
+void sdc_vae_encode_unclamped(sdc_ctx *c, const sdc_vae *v, const sdc_tensor *image, sdc_tensor *mean,
+                              sdc_tensor *logvar);
 /* z [B,latent,h,w] (already unscaled: latents/scaling_factor + shift) → image [B,out,h·s,w·s] */
 sdc_tensor sdc_vae_decode(sdc_ctx *c, sdc_tensor *into, const sdc_vae *v, const sdc_tensor *z);
 

@@ -21,61 +21,6 @@
 #include "train/grad_clip.h"
 #include "train/lr_schedule.h"
 
-/* ---- the encoder, recordable ----------------------------------------------------------------------------------- */
-
-/* sdc_vae_encode pads before each stride-2 downsampling conv with
- * sdc_op_pad2d, which has no backward (the op layer asserts it never runs
- * under a tape). Until it has one, training runs the same encoder here with
- * the padding written as ops that record: Downsample2D(padding=0) pads one
- * zero column on the right and one zero row at the bottom, i.e. two
- * concatenations along dim 1 of views of x:
- *   [B·C·H, W, 1] ++ 0[B·C·H, 1, 1] → [B·C, H, W+1] ++ 0[B·C, 1, W+1] → [B, C, H+1, W+1]
- * Everything else is models/vae.c's own modules, called in its order, so
- * the result is bit-identical to sdc_vae_encode (a test checks it). */
-static sdc_tensor pad_right_bottom(sdc_ctx *c, const sdc_tensor *x) {
-    const int64_t B = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
-    sdc_tensor zc = sdc_ctx_new(c, B * C * H, 1, 1), zr = sdc_ctx_new(c, B * C, 1, W + 1);
-    c->be->fill(&zc, 0.0f);
-    c->be->fill(&zr, 0.0f);
-    sdc_tensor xv = sdc_reshape(x, B * C * H, W, 1);
-    sdc_tensor cols = sdc_op_concat1(c, NULL, &xv, &zc);
-    sdc_tensor rows = sdc_reshape(&cols, B * C, H, W + 1);
-    sdc_tensor out = sdc_op_concat1(c, NULL, &rows, &zr);
-    return sdc_reshape(&out, B, C, H + 1, W + 1);
-}
-
-static sdc_tensor mid_forward(sdc_ctx *c, const sdc_vae_mid *m, const sdc_tensor *x) {
-    sdc_tensor h = sdc_resnet_forward(c, NULL, &m->res[0], x, NULL);
-    if (m->has_attn) {
-        sdc_tensor n = sdc_group_norm_forward(c, NULL, &m->attn_norm, &h, SDC_ACT_NONE);
-        sdc_tensor t = sdc_op_to_tokens(c, NULL, &n);
-        sdc_tensor a = sdc_attention_forward(c, NULL, &m->attn, &t, NULL);
-        sdc_tensor s = sdc_op_from_tokens(c, NULL, &a, h.shape[2], h.shape[3]);
-        h = sdc_op_add(c, NULL, &h, &s);
-    }
-    return sdc_resnet_forward(c, NULL, &m->res[1], &h, NULL);
-}
-
-void sdc_vae_encode_train(sdc_ctx *c, const sdc_vae *v, const sdc_tensor *image, sdc_tensor *mean, sdc_tensor *logvar) {
-    const sdc_vae_config *cfg = &v->cfg;
-    const int64_t Z = cfg->latent_channels;
-    sdc_tensor x = sdc_conv2d_forward(c, NULL, &v->enc_conv_in, image);
-    for (int i = 0; i < cfg->levels; i++) {
-        const sdc_vae_level *l = &v->enc[i];
-        for (int j = 0; j < l->nres; j++) x = sdc_resnet_forward(c, NULL, &l->resnets[j], &x, NULL);
-        if (l->has_sampler) {
-            sdc_tensor pd = pad_right_bottom(c, &x);
-            x = sdc_conv2d_forward(c, NULL, &l->sampler, &pd);
-        }
-    }
-    x = mid_forward(c, &v->enc_mid, &x);
-    x = sdc_group_norm_forward(c, NULL, &v->enc_norm_out, &x, SDC_ACT_SILU);
-    x = sdc_conv2d_forward(c, NULL, &v->enc_conv_out, &x);
-    if (cfg->use_quant_conv) x = sdc_conv2d_forward(c, NULL, &v->quant_conv, &x);
-    *mean = sdc_op_slice1(c, NULL, &x, 0, Z);
-    *logvar = sdc_op_slice1(c, NULL, &x, Z, Z);
-}
-
 /* ---- the step --------------------------------------------------------------------------------------------------- */
 
 sdc_status sdc_vae_trainer_init(sdc_vae_trainer *t, sdc_vae *vae, const sdc_adamw_hparams *adam, double kl_weight,
@@ -136,7 +81,7 @@ sdc_status sdc_vae_trainer_grad(sdc_vae_trainer *t, const float *images, const f
     sdc_tensor x = sdc_op_upload(c, NULL, 4, SDC_SHAPE(B, 3, res, res), images);
     c->tape = &t->enc;
     sdc_tensor mean, logvar;
-    sdc_vae_encode_train(c, v, &x, &mean, &logvar);
+    sdc_vae_encode_unclamped(c, v, &x, &mean, &logvar);
     c->tape = NULL;
     sdc_op_download(c, mu, &mean);
     sdc_op_download(c, lv, &logvar);

@@ -46,10 +46,6 @@ typedef struct sdc_vae_step_out {
     double grad_norm;     /* before clipping */
 } sdc_vae_step_out;
 
-/* sdc_vae_encode's computation, written with ops that all record on a tape
- * (sdc_op_pad2d has no backward); log σ² is not clamped here. */
-void sdc_vae_encode_train(sdc_ctx *c, const sdc_vae *v, const sdc_tensor *image, sdc_tensor *mean, sdc_tensor *logvar);
-
 /* batch, res: the largest batch of res × res images the steps will see
  * (sizes the activation arena). */
 sdc_status sdc_vae_trainer_init(sdc_vae_trainer *t, sdc_vae *vae, const sdc_adamw_hparams *adam, double kl_weight,
