@@ -79,5 +79,7 @@ const char *test_data(const char *rel);
 const char *test_tmpdir(void);
 /* Runs ./sdc with args (a shell-quoted string); captures stdout+stderr. Returns exit code. */
 int run_sdc(const char *args, char *out, size_t cap);
+/* The number of lines of a text file (newlines counted), or −1 if unreadable. */
+int test_count_lines(const char *path);
 
 #endif

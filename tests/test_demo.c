@@ -11,17 +11,6 @@
 #include "data/png.h"
 #include "test.h"
 
-static int count_lines(const char *path) {
-    char *text;
-    size_t n;
-    sdc_error err;
-    if (sdc_read_file(path, &text, &n, &err) != SDC_OK) return -1;
-    int lines = 0;
-    for (size_t i = 0; i < n; i++) lines += text[i] == '\n';
-    free(text);
-    return lines;
-}
-
 TEST(demo_quick_run_learns_the_subject) {
     char model[4096];
     if (sdc_demo_find_model(model, sizeof model) != 0) SKIP("data/demo-model is not here");
@@ -43,7 +32,7 @@ TEST(demo_quick_run_learns_the_subject) {
     snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", out);
     CHECK(sdc_path_exists(path));
     snprintf(path, sizeof path, "%s/logs/metrics.jsonl", out);
-    CHECK_EQ_INT(count_lines(path), 60);
+    CHECK_EQ_INT(test_count_lines(path), 60);
     snprintf(path, sizeof path, "%s/logs/loss.png", out);
     CHECK(sdc_path_exists(path));
     snprintf(path, sizeof path, "%s/instance_images/00003.png", out);

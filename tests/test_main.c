@@ -9,6 +9,8 @@
 
 #include "test.h"
 
+#include "core/fs.h"
+
 #define MAX_TESTS 4096
 
 static struct {
@@ -107,4 +109,15 @@ int main(int argc, char **argv) {
     if (system(rm) != 0) fprintf(stderr, "warning: could not remove %s\n", g_tmp_root);
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;
+}
+
+int test_count_lines(const char *path) {
+    char *text;
+    size_t n;
+    sdc_error err;
+    if (sdc_read_file(path, &text, &n, &err) != SDC_OK) return -1;
+    int lines = 0;
+    for (size_t i = 0; i < n; i++) lines += text[i] == '\n';
+    free(text);
+    return lines;
 }

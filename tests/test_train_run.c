@@ -29,17 +29,6 @@ static void small_run(sdc_train_args *a, const char *out) {
     a->checkpointing_steps = 2;
 }
 
-static int count_lines(const char *path) {
-    char *text;
-    size_t n;
-    sdc_error err;
-    if (sdc_read_file(path, &text, &n, &err) != SDC_OK) return -1;
-    int lines = 0;
-    for (size_t i = 0; i < n; i++) lines += text[i] == '\n';
-    free(text);
-    return lines;
-}
-
 TEST(train_run_lora_writes_a_loadable_lora_and_resumes_exactly) {
     sdc_error err = {0};
     char out1[512], out2[512], path[1024];
@@ -51,7 +40,7 @@ TEST(train_run_lora_writes_a_loadable_lora_and_resumes_exactly) {
     a.checkpoints_total_limit = 1;
     REQUIRE_OK(sdc_train_run(&a, &err), &err);
     snprintf(path, sizeof path, "%s/logs/metrics.jsonl", out1);
-    CHECK_EQ_INT(count_lines(path), 4);
+    CHECK_EQ_INT(test_count_lines(path), 4);
     snprintf(path, sizeof path, "%s/checkpoint-4/state.json", out1);
     CHECK(sdc_path_exists(path));
     snprintf(path, sizeof path, "%s/checkpoint-2", out1);
@@ -162,7 +151,7 @@ TEST(train_run_dreambooth_prior_preservation) {
     snprintf(path, sizeof path, "%s/pytorch_lora_weights.safetensors", out);
     CHECK(sdc_path_exists(path));
     snprintf(path, sizeof path, "%s/logs/metrics.jsonl", out);
-    CHECK_EQ_INT(count_lines(path), 2);
+    CHECK_EQ_INT(test_count_lines(path), 2);
 }
 
 /* SDXL: LoRA on the UNet and both text encoders (pooled embeddings and

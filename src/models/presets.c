@@ -575,21 +575,6 @@ static const char k_tiny_vae[] = /* vae/config.json */
 
 /* the demo model's (tools/make_demo_model.sh trains it; data/demo-model) */
 
-static const char k_demo_model_index[] = /* model_index.json */
-    "{\n"
-    "  \"_class_name\": \"StableDiffusionPipeline\",\n"
-    "  \"_diffusers_version\": \"0.42.1\",\n"
-    "  \"feature_extractor\": [\n    null,\n    null\n  ],\n"
-    "  \"image_encoder\": [\n    null,\n    null\n  ],\n"
-    "  \"requires_safety_checker\": false,\n"
-    "  \"safety_checker\": [\n    null,\n    null\n  ],\n"
-    "  \"scheduler\": [\n    \"diffusers\",\n    \"DDIMScheduler\"\n  ],\n"
-    "  \"text_encoder\": [\n    \"transformers\",\n    \"CLIPTextModel\"\n  ],\n"
-    "  \"tokenizer\": [\n    \"transformers\",\n    \"CLIPTokenizer\"\n  ],\n"
-    "  \"unet\": [\n    \"diffusers\",\n    \"UNet2DConditionModel\"\n  ],\n"
-    "  \"vae\": [\n    \"diffusers\",\n    \"AutoencoderKL\"\n  ]\n"
-    "}\n";
-
 /* DDIM, not SD 1.x's PLMS: the 1M-parameter model's noise predictions are
  * too rough early in sampling for PLMS's 4th-order extrapolation (diffusers'
  * PNDMScheduler gives the same noise from it); DDIM's first-order steps
@@ -747,7 +732,7 @@ static const sdc_preset k_presets[] = {
       {"vae", SDC_PRESET_VAE, k_tiny_vae}},
      {PAD_EOT, NULL}},
     {"demo", "the demo model's architecture: 32x32 images, 4x8x8 latents, 1M-parameter UNet, 4-layer CLIP of width 32",
-     k_demo_model_index, k_demo_scheduler, 3,
+     k_sd21_model_index /* the same components, DDIM */, k_demo_scheduler, 3,
      {{"text_encoder", SDC_PRESET_CLIP_TEXT, k_demo_text_encoder},
       {"unet", SDC_PRESET_UNET, k_demo_unet},
       {"vae", SDC_PRESET_VAE, k_demo_vae}},
