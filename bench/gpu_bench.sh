@@ -33,40 +33,9 @@ trap 'rm -rf "$W"' EXIT
 RES=$W/results.jsonl ROWSF=$W/rows.tsv LOG=$OUT/bench-log.txt
 : >"$RES"; : >"$ROWSF"; : >"$LOG"
 
-# ---- the binaries: the bundle tools/pack-devbin.sh packs, unpacked as
-# tools/device-check.sh does (unless that already happened) -------------------
-NV=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
-D=/tmp/sdc-dev
-if [ -z "${SDC_BENCH:-}" ] && [ ! -x $D/sdc_bench ] && [ -f .devbin/sdc-dev.tar.xz ]; then
-  rm -rf $D.part && mkdir -p $D.part
-  if tar -C $D.part -xJf .devbin/sdc-dev.tar.xz; then rm -rf $D && mv $D.part $D; else
-    echo "gpu_bench: cannot unpack .devbin/sdc-dev.tar.xz" >&2
-    rm -rf $D.part
-  fi
-fi
-BIN=${SDC_BENCH:-}
-for b in $D/sdc_bench .devbin/sdc_bench build-dev/bench/sdc_bench build/bench/sdc_bench; do
-  [ -z "$BIN" ] && [ -x "$b" ] && BIN=$b
-done
-if [ -z "$BIN" ]; then
-  echo "gpu_bench: no sdc_bench binary (looked in $D, .devbin, build-dev/bench, build/bench; set SDC_BENCH)" >&2
-  exit 1
-fi
-BINDIR=$(dirname "$BIN")
-export LD_LIBRARY_PATH="$D/lib:$BINDIR/lib:$NV/cudnn/lib:$NV/nccl/lib:${LD_LIBRARY_PATH:-}"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-
-# ---- diffusers from the carried wheel (.whl/), appended after site-packages -
-if ! $PY -c "import diffusers" 2>/dev/null; then
-  if ls .whl/diffusers-*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/diffusers-*.whl \
-      >>"$LOG" 2>&1 || echo "gpu_bench: installing .whl/diffusers failed (see $LOG)" >&2
-    export SDC_BENCH_SITE=/tmp/site
-  else
-    echo "gpu_bench: diffusers is not installed and .whl/ has no wheel: the PyTorch rows will fail" >&2
-  fi
-fi
+# ---- the binaries, the environment, diffusers (bench/bench_lib.sh) ----------
+. bench/bench_lib.sh
+bench_setup
 
 # ---- the models' configs (no weights): what both sides build from ----------
 P15=sd15 PXL=sdxl S15=512 SXL=1024 DEV=
@@ -89,50 +58,8 @@ fi
 # the inference precision asked for (the smoke run's CPU computes in fp32 only)
 prec() { if [ "$SMOKE" = 1 ]; then echo fp32; else echo "$1"; fi; }
 
-want() { [ -z "$ROWS" ] || echo "$1" | grep -Eq "$ROWS"; }
-
 # row ID KIND LABEL: a table row (KIND train: img/s; ms or s: time per call/image)
 row() { want "$1" && printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$ROWSF"; return 0; }
-
-# fail ID TAG MESSAGE: a failure record
-fail() {
-  $PY -c 'import json,sys; print(json.dumps({"row": sys.argv[1], "tag": sys.argv[2], "failed": sys.argv[3][:300]}))' \
-    "$1" "$2" "$3" >>"$RES"
-  echo "   $1 $2: failed: $3" >&2
-}
-
-# job ID TAG LIMIT CMD...: one measurement under min(LIMIT, budget left)
-# seconds. Returns 0 done, 1 failed, 2 timed out or skipped.
-job() {
-  id=$1 tag=$2 lim=$3
-  shift 3
-  want "$id" || return 0
-  left=$((BUDGET - ($(date +%s) - T0)))
-  if [ $left -lt 20 ]; then
-    fail "$id" "$tag" "skipped: the ${BUDGET}s budget is spent"
-    return 2
-  fi
-  [ "$lim" -gt $left ] && lim=$left
-  echo "== $id $tag (limit ${lim}s): $*" >>"$LOG"
-  t1=$(date +%s)
-  timeout -k 10 "$lim" "$@" >"$W/out" 2>"$W/err"
-  rc=$?
-  dt=$(($(date +%s) - t1))
-  cat "$W/err" "$W/out" >>"$LOG"
-  line=$(grep '^{' "$W/out" | tail -1)
-  if [ $rc -eq 0 ] && [ -n "$line" ]; then
-    printf '%s\n' "$line" | sed "s/^{/{\"row\":\"$id\",\"tag\":\"$tag\",\"wall_s\":$dt,/" >>"$RES"
-    echo "   $id $tag: ok (${dt}s)" >&2
-    return 0
-  fi
-  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    fail "$id" "$tag" "timed out after ${lim}s"
-    return 2
-  fi
-  msg=$(grep -v '^[[:space:]]*$' "$W/err" | tail -1)
-  fail "$id" "$tag" "exit $rc: ${msg:-no output}"
-  return 1
-}
 
 # train_job ID TAG LIMIT CMD...: a training job, retried with gradient
 # checkpointing when it failed (out of memory) rather than timed out

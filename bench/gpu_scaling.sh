@@ -15,7 +15,8 @@
 # Environment: SCALING_PARTS (default "check sd15 sdxl fit"), SCALING_SD15_BATCH
 # (per GPU, default 32), SCALING_VARIANTS
 # (extra sdc rows on all GPUs, "NAME:VAR=VAL,VAR=VAL ...", e.g.
-# "ctas8:NCCL_MAX_CTAS=8 big:SDC_DP_BUCKET_MB=100"), SCALING_SKIP (rows left
+# "ctas8:NCCL_MAX_CTAS=8 big:SDC_DP_BUCKET_MB=100"), SCALING_ROWS (a regex of
+# the row ids to run), SCALING_SKIP (rows left
 # out: "sdc zero1 torch"), SCALING_GPUS
 # (default 1 2 4 up to the GPUs present), SCALING_FIT (batches, default
 # "6 8 10 12"), BUDGET (seconds, default 560). Every program's output goes to
@@ -31,51 +32,16 @@ mkdir -p "$OUT"
 LOG=$OUT/scaling-log.txt RES=$OUT/scaling.jsonl
 : >"$LOG"; : >"$RES"
 W=$(mktemp -d /tmp/sdc-scaling.XXXXXX)
-NV=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
-D=/tmp/sdc-dev
-if [ ! -x $D/sdc_bench ]; then
-  rm -rf $D && mkdir -p $D && tar -C $D -xJf .devbin/sdc-dev.tar.xz || exit 1
-fi
-export LD_LIBRARY_PATH="$D/lib:$NV/cudnn/lib:$NV/nccl/lib:${LD_LIBRARY_PATH:-}"
-export SDC_NCCL_LIB=${SDC_NCCL_LIB:-$NV/nccl/lib/libnccl.so.2}
-# never NVLink multicast on these shared hosts
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export OMP_WAIT_POLICY=passive PYTHONUNBUFFERED=1
+ROWS=${SCALING_ROWS:-}
+. bench/bench_lib.sh # BIN, D, the environment, diffusers; want, job
+bench_setup
 NG=$(nvidia-smi -L 2>/dev/null | wc -l)
 GPUS=${SCALING_GPUS:-$(for n in 1 2 4 8; do [ $n -le "$NG" ] && echo $n; done)}
 MAXG=$(echo $GPUS | tr ' ' '\n' | tail -1)
 echo "gpu_scaling: $NG GPUs, runs on: $GPUS" | tee -a "$LOG" >&2
-if ! $PY -c "import diffusers" 2>/dev/null && ls .whl/diffusers-*.whl >/dev/null 2>&1; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/diffusers-*.whl >>"$LOG" 2>&1
-  export SDC_BENCH_SITE=/tmp/site
-fi
 MPI="mpirun --allow-run-as-root --bind-to none --oversubscribe -x LD_LIBRARY_PATH -x SDC_NCCL_LIB -x NCCL_NVLS_ENABLE -x OMP_WAIT_POLICY"
-left() { echo $((BUDGET - ($(date +%s) - T0))); }
 has() { echo " $PARTS " | grep -q " $1 "; }
 skip() { echo " ${SCALING_SKIP:-} " | grep -q " $1 "; }
-
-# run ROW LIMIT CMD...: one program; its last JSON line tagged with the row
-run() {
-  id=$1 lim=$2
-  shift 2
-  l=$(left)
-  if [ "$l" -lt 30 ]; then echo "{\"row\":\"$id\",\"failed\":\"skipped: budget spent\"}" >>"$RES"; return 2; fi
-  [ "$lim" -gt "$l" ] && lim=$l
-  echo "== $id: $*" >>"$LOG"
-  timeout -k 10 "$lim" "$@" >"$W/out" 2>"$W/err"
-  rc=$?
-  cat "$W/err" "$W/out" >>"$LOG"
-  line=$(grep '^{' "$W/out" | tail -1)
-  if [ $rc -eq 0 ] && [ -n "$line" ]; then
-    printf '%s\n' "$line" | sed "s/^{/{\"row\":\"$id\",/" >>"$RES"
-    echo "   $id: ok" >&2
-    return 0
-  fi
-  msg=$(grep -v '^[[:space:]]*$' "$W/err" | grep -iv warn | tail -1 | tr '"\\' "''" | cut -c1-200)
-  echo "{\"row\":\"$id\",\"failed\":\"exit $rc: $msg\"}" >>"$RES"
-  echo "   $id: failed ($rc): $msg" >&2
-  return 1
-}
 
 if has check; then
   echo "== check" >&2
@@ -107,15 +73,15 @@ train_rows() {
   p=$1 s=$2 b=$3 st=$4
   $D/sdc_bench config --preset $p --out $W/$p >/dev/null 2>>"$LOG"
   skip sdc || for n in $GPUS; do
-    run "$p-sdc-$n" 240 $MPI -np $n $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3
+    job "$p-sdc-$n" sdc 240 $MPI -np $n $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3
   done
-  skip zero1 || run "$p-sdc-zero1-$MAXG" 240 $MPI -np $MAXG $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3 --zero 1
+  skip zero1 || job "$p-sdc-zero1-$MAXG" sdc 240 $MPI -np $MAXG $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3 --zero 1
   for v in ${SCALING_VARIANTS:-}; do
     xs=$(echo "${v#*:}" | tr ',' '\n' | sed 's/^/-x /' | tr '\n' ' ')
-    run "$p-sdc-${v%%:*}-$MAXG" 240 $MPI -np $MAXG $xs $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3
+    job "$p-sdc-${v%%:*}-$MAXG" sdc 240 $MPI -np $MAXG $xs $D/sdc_bench train --preset $p --size $s --batch $b --steps $st --warmup 3
   done
   skip torch || for n in $GPUS; do
-    run "$p-torch-$n" 300 $PY -m torch.distributed.run --standalone --nproc_per_node=$n bench/baseline.py train \
+    job "$p-torch-$n" torch 300 $PY -m torch.distributed.run --standalone --nproc_per_node=$n bench/baseline.py train \
       --config $W/$p --preset $p --size $s --batch $b --steps $st --warmup 3
   done
 }
@@ -126,7 +92,7 @@ if has fit; then
   $D/sdc_bench config --preset sdxl --out $W/sdxl >/dev/null 2>>"$LOG"
   for z in 0 1; do
     for b in ${SCALING_FIT:-6 8 10 12}; do
-      run "fit-zero$z-b$b" 200 $MPI -np $MAXG $D/sdc_bench train --preset sdxl --size 1024 --batch $b --steps 2 --warmup 1 --zero $z || break
+      job "fit-zero$z-b$b" sdc 200 $MPI -np $MAXG $D/sdc_bench train --preset sdxl --size 1024 --batch $b --steps 2 --warmup 1 --zero $z || break
     done
   done
 fi
