@@ -20,11 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "backend/cuda/cuda_runtime.h"
 #include "backend/device.h"
 #include "backend/ops.h"
+#include "core/clock.h"
 #include "core/fs.h"
 #include "core/rng.h"
 #include "data/clip_vocab_write.h"
@@ -46,12 +46,6 @@ typedef struct opts {
     double arena_gib;
     unsigned long long seed;
 } opts;
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static double gib(double bytes) { return bytes / (double)GIB; }
 
@@ -387,13 +381,13 @@ static sdc_status run_train(const opts *o, const sdc_preset *p, sdc_error *err) 
     sdc_train_batch bt = {.B = B, .x0 = x0, .noise = noise, .t = ts, .context = ctx, .h = h, .w = w, .S = S,
                           .text_embeds = P ? te : NULL, .time_ids = tids};
 
-    double loss = 0, gn, lr, t0 = now();
+    double loss = 0, gn, lr, t0 = sdc_monotonic_s();
     int skipped;
     for (int i = 0; i < total; i++) {
         if (i == o->warmup) {
             device_sync(&c);
             sdc_dist_barrier(&dist);
-            t0 = now();
+            t0 = sdc_monotonic_s();
             if (t.dp) t.dp->exposed_s = 0;
         }
         SDC_TRY(sdc_trainer_micro_step(&t, &bt, &loss, err));
@@ -401,7 +395,7 @@ static sdc_status run_train(const opts *o, const sdc_preset *p, sdc_error *err) 
     }
     device_sync(&c);
     sdc_dist_barrier(&dist);
-    double step = (now() - t0) / o->steps;
+    double step = (sdc_monotonic_s() - t0) / o->steps;
     double fwd = unet_flops(cfg, h, w, S), flops = 3.0 * fwd * B;
     double pk = peak_gib(&d, &arena, 1);
     /* every rank's worst: the slowest sets the pace, the fullest GPU the memory */
@@ -489,14 +483,14 @@ static sdc_status run_unet(const opts *o, const sdc_preset *p, sdc_error *err) {
                 sdc_arena_release(&arena, mark);
             }
             device_sync(&c);
-            t0 = now();
+            t0 = sdc_monotonic_s();
         }
         if (graph) sdc_cuda_graph_launch(graph);
         else sdc_unet_forward(&c, NULL, u, &xt, &cond);
         sdc_arena_release(&arena, mark);
     }
     device_sync(&c);
-    double per = (now() - t0) / o->calls;
+    double per = (sdc_monotonic_s() - t0) / o->calls;
     double fl = unet_flops(cfg, h, w, S) * (double)B;
     printf("{\"mode\":\"unet\",\"impl\":\"sdc\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"unet_batch\":%lld,"
            "\"precision\":\"%s\",\"device\":\"%s\",\"graph\":%s,\"calls\":%d,\"ms\":%.4g,\"peak_gib\":%.4g,"
@@ -535,12 +529,12 @@ static sdc_status run_txt2img(const opts *o, const sdc_preset *p, sdc_error *err
     warm.steps = o->steps < 3 ? o->steps : 3;
     if (s == SDC_OK) s = sdc_txt2img(&c, &sd, &warm, &out, err);
     if (s == SDC_OK) sdc_txt2img_out_free(&out);
-    double t0 = now();
+    double t0 = sdc_monotonic_s();
     for (int i = 0; s == SDC_OK && i < o->repeat; i++) {
         s = sdc_txt2img(&c, &sd, &to, &out, err); /* returns images on the host: the device is done */
         if (s == SDC_OK) sdc_txt2img_out_free(&out);
     }
-    double per = (now() - t0) / o->repeat;
+    double per = (sdc_monotonic_s() - t0) / o->repeat;
     if (s == SDC_OK)
         printf("{\"mode\":\"txt2img\",\"impl\":\"sdc\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"steps\":%d,"
                "\"precision\":\"%s\",\"device\":\"%s\",\"scheduler\":\"%s\",\"s\":%.4g,\"peak_gib\":%.4g}\n",
@@ -575,13 +569,13 @@ static sdc_status run_vae(const opts *o, const sdc_preset *p, sdc_error *err) {
     for (int i = 0; i < o->warmup + o->calls; i++) {
         if (i == o->warmup) {
             device_sync(&c);
-            t0 = now();
+            t0 = sdc_monotonic_s();
         }
         sdc_vae_decode(&c, NULL, v, &zt);
         sdc_arena_release(&arena, mark);
     }
     device_sync(&c);
-    double per = (now() - t0) / o->calls;
+    double per = (sdc_monotonic_s() - t0) / o->calls;
     printf("{\"mode\":\"vae\",\"impl\":\"sdc\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"precision\":\"%s\","
            "\"device\":\"%s\",\"calls\":%d,\"ms\":%.4g,\"peak_gib\":%.4g}\n",
            p->name, o->size, o->batch, prec_name(d.dtype), d.dev.type == SDC_CPU ? "cpu" : "cuda", o->calls, 1e3 * per,

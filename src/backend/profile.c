@@ -3,7 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "core/clock.h"
 
 int sdc_prof_on;
 
@@ -15,12 +16,6 @@ static struct {
     long n;
 } g_rows[PROF_MAX];
 static int g_nrows;
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int cmp(const void *a, const void *b) {
     double x = ((const double *)a)[0], y = ((const double *)b)[0];
@@ -52,7 +47,7 @@ __attribute__((constructor)) static void prof_init(void) {
 
 double sdc_prof_begin(const sdc_ctx *c) {
     c->be->synchronize();
-    return now();
+    return sdc_monotonic_s();
 }
 
 void sdc_prof_add(const char *name, double seconds) {
@@ -68,5 +63,5 @@ void sdc_prof_add(const char *name, double seconds) {
 
 void sdc_prof_end(const sdc_ctx *c, const char *name, double t0) {
     c->be->synchronize();
-    sdc_prof_add(name, now() - t0);
+    sdc_prof_add(name, sdc_monotonic_s() - t0);
 }

@@ -10,12 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backend/ops.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "core/clock.h"
 #include "core/fs.h"
 #include "core/progress.h"
 #include "data/image.h"
@@ -219,12 +219,6 @@ static sdc_status write_grid(const char *path, const demo_settings *ds, int res,
 
 /* ---- the run ---------------------------------------------------------------------------------------------------------- */
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static double mean_abs_diff(uint8_t *const *a, uint8_t *const *b, int n, int res) {
     double s = 0;
     size_t per = (size_t)res * res * 3;
@@ -256,7 +250,7 @@ static sdc_status run(const sdc_demo_opts *o, const demo_settings *ds, const cha
     snprintf(inst_dir, sizeof inst_dir, "%s/instance_images", out);
     snprintf(lora, sizeof lora, "%s/pytorch_lora_weights.safetensors", out);
     SDC_TRY(sdc_mkdirs(out, err));
-    double t0 = now_s();
+    double t0 = sdc_monotonic_s();
 
     fprintf(stderr, "sdc demo: [1/4] before: %d prompts x %d seeds with the base model %s\n", ds->nprompts,
             ds->nseeds, model);
@@ -308,7 +302,7 @@ static sdc_status run(const sdc_demo_opts *o, const demo_settings *ds, const cha
     SDC_TRY(write_grid(r->grid, ds, res, b->before, b->after, b->inst, steps, err));
     fprintf(stderr, "sdc demo: mean |after - before| per pixel (0-255):\n");
     for (int p = 0; p < ds->nprompts; p++) fprintf(stderr, "  %6.1f  %s\n", r->diff[p], r->prompts[p]);
-    fprintf(stderr, "sdc demo: done in %.0f s. wrote %s, the LoRA %s, logs in %s/logs\n", now_s() - t0, r->grid, lora,
+    fprintf(stderr, "sdc demo: done in %.0f s. wrote %s, the LoRA %s, logs in %s/logs\n", sdc_monotonic_s() - t0, r->grid, lora,
             out);
     return SDC_OK;
 }

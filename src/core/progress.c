@@ -4,17 +4,12 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "core/clock.h"
 
 #define REDRAW_S 0.1     /* a terminal line at most 10 times a second */
 #define PLAIN_EVERY_S 30 /* a plain line at least this often */
-
-static double monotonic_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int env_says_off(void) {
     const char *e = getenv("SDC_PROGRESS");
@@ -116,7 +111,7 @@ static void print_plain(sdc_progress *p, double t) {
 
 void sdc_progress_begin(sdc_progress *p, const char *label, int64_t total) {
     if (!p->out) p->out = stderr;
-    if (!p->now) p->now = monotonic_now;
+    if (!p->now) p->now = sdc_monotonic_s;
     if (p->mode == SDC_PROGRESS_AUTO)
         p->mode = env_says_off() ? SDC_PROGRESS_OFF : is_terminal(p->out) ? SDC_PROGRESS_BAR : SDC_PROGRESS_PLAIN;
     if (p->charset == SDC_PROGRESS_CHARS_AUTO)

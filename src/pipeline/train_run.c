@@ -9,7 +9,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
-#include <time.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -20,6 +19,7 @@
 #include "backend/device.h"
 #include "backend/ops.h"
 #include "backend/cuda/cuda_runtime.h"
+#include "core/clock.h"
 #include "core/dist.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -73,12 +73,6 @@ void sdc_train_args_default(sdc_train_args *a) {
 /* SIGINT/SIGTERM during training: finish the step, save a checkpoint, stop. */
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { g_stop = sig; }
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* Random streams: one Philox key per (seed, purpose, step). */
 enum { RNG_NOISE = 1, RNG_TIMESTEPS, RNG_LATENT, RNG_OFFSET, RNG_PERTURB };
@@ -888,7 +882,7 @@ static sdc_status train(run *r, sdc_error *err) {
     int nonfinite = 0; /* optimizer steps skipped in a row */
     load_job cur = {0}, ahead = {0};
     while (st == SDC_OK && r->t.step < eff.max_train_steps && !stop) {
-        double loss_sum = 0, t0 = now_s();
+        double loss_sum = 0, t0 = sdc_monotonic_s();
         for (int k = 0; st == SDC_OK && k < a->gradient_accumulation_steps; k++) {
             if (prog.data_pos >= r->ds.n) {
                 prog.epoch++;
@@ -947,7 +941,7 @@ static sdc_status train(run *r, sdc_error *err) {
             SDC_WARN("step %lld skipped: non-finite loss or gradient (loss %g, gradient norm %g), %d in a row", shown, loss,
                      gn, nonfinite);
         if (lead) {
-            double ips = (double)(r->B * a->gradient_accumulation_steps) / (now_s() - t0);
+            double ips = (double)(r->B * a->gradient_accumulation_steps) / (sdc_monotonic_s() - t0);
             char b1[40], b2[40], b3[40];
             fprintf(r->log,
                     "{\"step\": %lld, \"epoch\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, "

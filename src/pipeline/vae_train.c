@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "backend/ops.h"
+#include "core/clock.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -236,12 +236,6 @@ void sdc_vae_train_args_default(sdc_vae_train_args *a) {
     a->save_dtype = SDC_F32;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* Images [B, 3, res, res] at positions pos.. of epoch's order, decoded in parallel. */
 static sdc_status load_batch(const sdc_dataset *ds, const int64_t *order, int64_t pos, int B, uint64_t seed,
                              uint64_t epoch, const sdc_sample_opts *so, float *img, sdc_error *err) {
@@ -380,7 +374,7 @@ static sdc_status run(vae_run *r, const sdc_vae_train_args *a, sdc_error *err) {
     int64_t epoch = -1, pos = r->ds.n;
     sdc_status st = SDC_OK;
     for (int64_t step = 0; st == SDC_OK && step < a->steps; step++) {
-        double t0 = now_s();
+        double t0 = sdc_monotonic_s();
         if (pos + a->batch > r->ds.n) { /* a new epoch (the tail of the last one is dropped) */
             epoch++;
             pos = 0;
@@ -403,7 +397,7 @@ static sdc_status run(vae_run *r, const sdc_vae_train_args *a, sdc_error *err) {
         fprintf(r->log,
                 "{\"step\": %lld, \"loss\": %.9g, \"rec\": %.9g, \"kl\": %.9g, \"rec_per_pixel\": %.6g, \"lr\": %.6g, "
                 "\"grad_norm\": %.6g, \"images_per_s\": %.4g}\n",
-                (long long)(step + 1), o.loss, o.rec, o.kl, pix, lr, gn, B / (now_s() - t0));
+                (long long)(step + 1), o.loss, o.rec, o.kl, pix, lr, gn, B / (sdc_monotonic_s() - t0));
         fflush(r->log);
         sdc_progress_set_postfix(&bar, "%s=%.4f", a->loss_mse ? "mse" : "l1", pix);
         sdc_progress_update(&bar, step + 1);

@@ -3,15 +3,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* the weights the optimizer updates (fp32) and the copy the model computes
  * with when that is another buffer (bf16/fp16 on a GPU), else NULL */
@@ -175,14 +169,14 @@ sdc_status sdc_dp_finish(sdc_dp *d, sdc_error *err) {
     double t0 = 0;
     if (d->timing) {
         d->comm.be->synchronize(); /* the backward pass is done... */
-        t0 = now_s();
+        t0 = sdc_monotonic_s();
     }
     /* in bucket order on every rank: the collectives must match */
     for (int k = 0; k < d->nb; k++)
         if (!d->b[k].launched) launch(d, &d->b[k]);
     if (d->timing) {
         sdc_comm_sync(&d->comm); /* ...and what the reductions add after it */
-        d->exposed_s += now_s() - t0;
+        d->exposed_s += sdc_monotonic_s() - t0;
     }
     sdc_comm_join(&d->comm);
     for (int k = 0; d->bf16 && k < d->nb; k++) { /* the averages back into the fp32 gradients */
