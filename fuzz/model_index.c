@@ -3,12 +3,9 @@
  * vae/config.json and scheduler/scheduler_config.json, separated by "\n@@\n"
  * (fuzz_split); each component config then goes through its reader as the
  * pipeline would. */
-#include "diffusion/schedule.h"
 #include "fuzz_util.h"
 #include "io/model.h"
-#include "models/clip_text_params.h"
-#include "models/unet.h"
-#include "models/vae.h"
+#include "model_configs.h"
 
 static const char *const k_files[] = {"model_index.json", "unet/config.json", "text_encoder/config.json",
                                       "vae/config.json", "scheduler/scheduler_config.json"};
@@ -36,24 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     sdc_model m;
     sdc_error err;
     if (sdc_model_open(fuzz_path("model"), &opt, &m, &err) != SDC_OK) return 0;
-    for (int i = 0; i < m.ncomps; i++) {
-        const sdc_component *c = &m.comps[i];
-        if (!c->config) continue;
-        if (strcmp(c->name, "unet") == 0) {
-            sdc_unet_config u;
-            (void)sdc_unet_config_parse(c->config, "unet", &u, &err);
-        } else if (strcmp(c->name, "vae") == 0) {
-            sdc_vae_config v;
-            (void)sdc_vae_config_parse(c->config, "vae", &v, &err);
-        } else if (strncmp(c->name, "text_encoder", 12) == 0) {
-            sdc_clip_text_config t;
-            (void)sdc_clip_text_config_parse(c->config, c->class_name && strstr(c->class_name, "Projection") != NULL,
-                                             &t, "text_encoder", &err);
-        } else if (strcmp(c->name, "scheduler") == 0) {
-            sdc_sched_config s;
-            (void)sdc_sched_config_parse(c->config, "scheduler", &s, &err);
-        }
-    }
+    fuzz_parse_configs(&m);
     sdc_model_close(&m);
     return 0;
 }

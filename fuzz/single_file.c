@@ -4,12 +4,9 @@
  * list of tensors, one per line - "<name> <d0> [d1 [d2 [d3]]]" - which the
  * harness writes as a safetensors file of zeros (F16), so the fuzzer works
  * on names and shapes instead of rediscovering the container. */
-#include "diffusion/schedule.h"
 #include "fuzz_util.h"
 #include "io/model.h"
-#include "models/clip_text_params.h"
-#include "models/unet.h"
-#include "models/vae.h"
+#include "model_configs.h"
 
 #define MAX_TENSORS 4096
 #define MAX_BYTES (16u << 20) /* of tensor data per input */
@@ -88,20 +85,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {
     sdc_model mo;
     sdc_error err;
     if (sdc_model_open(path, NULL, &mo, &err) != SDC_OK) return 0;
-    for (int i = 0; i < mo.ncomps; i++) {
-        const sdc_component *c = &mo.comps[i];
-        if (!c->config) continue;
-        if (strcmp(c->name, "unet") == 0) {
-            sdc_unet_config u;
-            (void)sdc_unet_config_parse(c->config, "unet", &u, &err);
-        } else if (strcmp(c->name, "vae") == 0) {
-            sdc_vae_config v;
-            (void)sdc_vae_config_parse(c->config, "vae", &v, &err);
-        } else {
-            sdc_clip_text_config t;
-            (void)sdc_clip_text_config_parse(c->config, strcmp(c->name, "text_encoder_2") == 0, &t, c->name, &err);
-        }
-    }
+    fuzz_parse_configs(&mo);
     sdc_model_close(&mo);
     return 0;
 }
