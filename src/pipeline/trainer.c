@@ -238,14 +238,15 @@ sdc_status sdc_trainer_optimizer_step(sdc_trainer *t, double *grad_norm, double 
     const float unscale = (float)inv;
     float coef = t->o.max_grad_norm > 0 ? sdc_grad_clip_coef(norm, t->o.max_grad_norm) : 1.0f;
     *lr = sdc_lr_at(&t->o.lr, t->step);
+    if (zero) { /* every store's parts on this rank (ZeRO-1) */
+        if (unscale != 1.0f) sdc_dp_scale(dp, unscale);
+        if (coef != 1.0f) sdc_dp_scale(dp, coef);
+    }
     for (int i = 0; i < t->ntrain; i++) {
         sdc_params *p = t->train[i];
         /* on a GPU with bf16/fp16 weights the update also refreshes them */
         int copy = p->be && p->dev != p->master;
         if (zero) {
-            /* this rank's parts only (ZeRO-1) */
-            if (unscale != 1.0f && i == 0) sdc_dp_scale(dp, unscale);
-            if (coef != 1.0f && i == 0) sdc_dp_scale(dp, coef);
             sdc_dp_adamw(dp, i, &t->opt[i], ++t->opt[i].step, *lr);
         } else {
             if (unscale != 1.0f) be->scale(p->grad, p->total, unscale);
