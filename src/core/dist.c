@@ -1,5 +1,6 @@
 #include "core/dist.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,5 +119,41 @@ void sdc_dist_allgather(const sdc_dist *d, void *buf, size_t bytes) {
     MPI_Allgather(MPI_IN_PLACE, 0, MPI_BYTE, buf, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
 #else
     (void)d, (void)buf, (void)bytes;
+#endif
+}
+
+void sdc_dist_gather(const sdc_dist *d, const void *send, void *recv, size_t bytes, int root) {
+#ifdef SDC_WITH_MPI
+    if (d->mpi) {
+        if (bytes) MPI_Gather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD);
+        return;
+    }
+#endif
+    (void)d, (void)root;
+    if (bytes) memcpy(recv, send, bytes);
+}
+
+sdc_status sdc_dist_agree(const sdc_dist *d, sdc_status st, sdc_error *err, int *who) {
+    if (who) *who = st != SDC_OK ? d->rank : -1;
+#ifdef SDC_WITH_MPI
+    if (!d->mpi) return st;
+    /* the lowest failing rank (size: none), then its error to all */
+    int first = st != SDC_OK ? d->rank : d->size;
+    MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (who) *who = first < d->size ? first : -1;
+    if (first == d->size) return SDC_OK;
+    sdc_error e = {0};
+    if (d->rank == first) {
+        if (err) e = *err;
+        e.code = st;
+        if (!e.msg[0]) snprintf(e.msg, sizeof e.msg, "%s", sdc_status_name(st));
+    }
+    MPI_Bcast(&e, (int)sizeof e, MPI_BYTE, first, MPI_COMM_WORLD);
+    e.msg[sizeof e.msg - 1] = '\0';
+    if (err) *err = e;
+    return e.code;
+#else
+    (void)d, (void)err;
+    return st;
 #endif
 }

@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "core/error.h"
+
 typedef struct sdc_dist {
     int rank, size;
     int mpi; /* MPI is in use */
@@ -30,5 +32,15 @@ void sdc_dist_bcast(const sdc_dist *d, void *buf, size_t bytes, int root);
 void sdc_dist_reduce_scatter_mean_f32(const sdc_dist *d, float *buf, size_t n);
 /* In place: rank r's bytes at buf + r*bytes go to every rank. */
 void sdc_dist_allgather(const sdc_dist *d, void *buf, size_t bytes);
+/* Every rank's `bytes` bytes at send go to root's recv + rank·bytes (recv
+ * is touched on root only and must not overlap send; bytes < 2^31, MPI
+ * counts being int). One process: a copy. */
+void sdc_dist_gather(const sdc_dist *d, const void *send, void *recv, size_t bytes, int root);
+/* Collective over every rank's st: SDC_OK when all are; else, on every
+ * rank, the status and message (err) of the lowest failing rank, whose
+ * number goes to *who (may be NULL). So no rank goes on to a collective
+ * that another left (no deadlock), and all report the same cause. One
+ * process: st, err untouched. */
+sdc_status sdc_dist_agree(const sdc_dist *d, sdc_status st, sdc_error *err, int *who);
 
 #endif

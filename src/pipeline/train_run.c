@@ -560,50 +560,87 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
     return st;
 }
 
+/* Validation image i: the prompt from seed + i, whatever process draws it. */
+static sdc_txt2img_opts validation_opts(const run *r, int i) {
+    sdc_txt2img_opts o = {.prompt = r->a->validation_prompt, .steps = 30, .guidance = r->sd.nte == 2 ? 5.0 : 7.5,
+                          .sampler_from_config = 1, .seed = r->seed + (uint64_t)i, .height = (int)r->res,
+                          .width = (int)r->res, .batch = 1, .decode = 1};
+    return o;
+}
+
+/* Renders validation image i into rgb [res, res, 3]. */
+static sdc_status render_validation(run *r, int i, uint8_t *rgb, sdc_error *err) {
+    sdc_ctx c = r->ctx;
+    sdc_txt2img_opts o = validation_opts(r, i);
+    sdc_txt2img_out out;
+    SDC_TRY(sdc_txt2img(&c, &r->sd, &o, &out, err));
+    const int H = (int)out.image_shape[2], W = (int)out.image_shape[3];
+    sdc_status st = SDC_OK;
+    if (H != r->res || W != r->res) /* the gather assumes the training size */
+        st = sdc_fail(err, SDC_EINVAL, "validation rendered %dx%d, not %lldx%lld", W, H, (long long)r->res,
+                      (long long)r->res);
+    else
+        sdc_image_from_chw(out.images, H, W, rgb);
+    sdc_txt2img_out_free(&out);
+    return st;
+}
+
+/* Collective: call on every rank at the same points. Image i is rendered
+ * by rank i mod P (P ranks), in rounds of P images: round j renders images
+ * jP .. jP+P−1 at once, then rank 0 gathers them and writes their PNGs
+ * (and the grid at the end) while the others start the next round. Seeds
+ * and settings depend on i only, so the files are those one process
+ * writes. Each round begins by agreeing on every rank's status, so a
+ * failure anywhere (a render, rank 0's writes) stops all ranks there with
+ * the failing rank's message. */
 static sdc_status validate(run *r, sdc_error *err) {
     const sdc_train_args *a = r->a;
     if (!a->validation_prompt || a->num_validation_images <= 0) return SDC_OK;
+    const int P = r->dist.size, me = r->dist.rank, root = me == 0, n = a->num_validation_images;
+    const int rounds = (n + P - 1) / P;
+    const int W = (int)r->res, H = (int)r->res;
+    const size_t bytes = (size_t)H * W * 3;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/samples", a->output_dir);
-    SDC_TRY(sdc_mkdirs(dir, err));
-    sdc_ctx c = r->ctx;
-    const int n = a->num_validation_images;
-    uint8_t **imgs = calloc((size_t)n, sizeof *imgs);
-    if (!imgs) return sdc_fail(err, SDC_ENOMEM, "out of memory");
-    int gw = 0, gh = 0;
-    sdc_status vst = SDC_OK;
-    for (int i = 0; i < n && vst == SDC_OK; i++) {
-        sdc_txt2img_opts o = {.prompt = a->validation_prompt, .steps = 30, .guidance = r->sd.nte == 2 ? 5.0 : 7.5,
-                              .sampler_from_config = 1, .seed = r->seed + (uint64_t)i, .height = (int)r->res,
-                              .width = (int)r->res, .batch = 1, .decode = 1};
-        sdc_txt2img_out out;
-        vst = sdc_txt2img(&c, &r->sd, &o, &out, err);
-        if (vst != SDC_OK) break;
-        int H = (int)out.image_shape[2], W = (int)out.image_shape[3];
-        gw = W, gh = H;
-        uint8_t *rgb = malloc((size_t)H * W * 3);
-        sdc_status st = rgb ? SDC_OK : sdc_fail(err, SDC_ENOMEM, "out of memory");
-        if (st == SDC_OK) {
-            sdc_image_from_chw(out.images, H, W, rgb);
+    sdc_status st = root ? sdc_mkdirs(dir, err) : SDC_OK;
+    /* rank 0: every image, image i at all + i·bytes (the last round's
+     * slots past n are padding); every rank: its image of the round */
+    uint8_t *all = root ? malloc((size_t)rounds * P * bytes) : NULL, *mine = calloc(bytes, 1);
+    uint8_t **imgs = root ? calloc((size_t)n, sizeof *imgs) : NULL;
+    if (st == SDC_OK && (!mine || (root && (!all || !imgs)))) st = sdc_fail(err, SDC_ENOMEM, "out of memory");
+    int failed = 0, who = -1;
+    for (int j = 0; j < rounds; j++) {
+        const int i = j * P + me;
+        if (st == SDC_OK && i < n) st = render_validation(r, i, mine, err);
+        st = sdc_dist_agree(&r->dist, st, err, &who);
+        if (st != SDC_OK) {
+            failed = 1;
+            break;
+        }
+        sdc_dist_gather(&r->dist, mine, all + (size_t)j * P * bytes, bytes, 0);
+        for (int q = 0; root && st == SDC_OK && q < P && j * P + q < n; q++) {
+            const int k = j * P + q;
+            const sdc_txt2img_opts o = validation_opts(r, k);
             char path[4400], params[4400];
-            snprintf(path, sizeof path, "%s/step-%lld-%d.png", dir, (long long)r->t.step, i);
+            imgs[k] = all + (size_t)k * bytes;
+            snprintf(path, sizeof path, "%s/step-%lld-%d.png", dir, (long long)r->t.step, k);
             snprintf(params, sizeof params, "%s\nSteps: 30, CFG scale: %g, Seed: %llu, Size: %dx%d, Version: sdc",
                      a->validation_prompt, o.guidance, (unsigned long long)o.seed, W, H);
             const char *key = "parameters", *val = params;
-            st = sdc_png_write(path, rgb, W, H, 3, &key, &val, 1, err);
+            st = sdc_png_write(path, imgs[k], W, H, 3, &key, &val, 1, err);
         }
-        imgs[i] = rgb;
-        sdc_txt2img_out_free(&out);
-        vst = st;
     }
-    if (vst == SDC_OK && n > 1) {
-        char path[4400];
-        snprintf(path, sizeof path, "%s/step-%lld-grid.png", dir, (long long)r->t.step);
-        vst = sdc_png_write_grid(path, (const uint8_t *const *)imgs, n, gw, gh, err);
+    if (!failed) {
+        if (root && st == SDC_OK && n > 1) {
+            char path[4400];
+            snprintf(path, sizeof path, "%s/step-%lld-grid.png", dir, (long long)r->t.step);
+            st = sdc_png_write_grid(path, (const uint8_t *const *)imgs, n, W, H, err);
+        }
+        st = sdc_dist_agree(&r->dist, st, err, &who); /* rank 0's last writes */
     }
-    for (int i = 0; i < n; i++) free(imgs[i]);
-    free(imgs);
-    return vst;
+    if (st != SDC_OK && P > 1) sdc_error_prefix(err, "validation on rank %d", who);
+    free(all), free(mine), free(imgs);
+    return st;
 }
 
 /* Appends a step's loss and redraws logs/loss.png now and then. */
@@ -967,12 +1004,15 @@ static sdc_status train(run *r, sdc_error *err) {
         /* ZeRO-1: every rank hands in its parts of the state first */
         if (ckpt_due) st = sdc_trainer_gather_state(&r->t, err);
         if (st != SDC_OK) break;
-        if (!lead || skipped) continue; /* nothing new to validate or checkpoint */
+        /* validation is collective: every rank decides alike, as it sees the
+         * same step, skip flag (from the averaged gradients) and data position */
+        if (skipped) continue; /* nothing new to validate or checkpoint */
         if (a->validation_steps > 0 && r->t.step % a->validation_steps == 0 && r->t.step < eff.max_train_steps)
             st = validate(r, err);
         if (st == SDC_OK && a->validation_epochs > 0 && prog.data_pos >= r->ds.n &&
             (prog.epoch + 1) % a->validation_epochs == 0 && r->t.step < eff.max_train_steps)
             st = validate(r, err); /* the epoch just ended */
+        if (!lead) continue; /* rank 0 checkpoints */
         if (st == SDC_OK && ckpt_due) {
             if (!weights_finite(r)) {
                 SDC_WARN("step %lld: the weights are not finite; checkpoint-%lld not written", (long long)r->t.step,
@@ -1011,7 +1051,12 @@ static sdc_status train(run *r, sdc_error *err) {
     }
     if (st == SDC_OK) st = sdc_trainer_gather_state(&r->t, err); /* ZeRO-1: the whole weights and EMA */
     if (st == SDC_OK && lead) st = save_outputs(r, err);
-    if (st == SDC_OK && lead) st = validate(r, err);
+    /* save_outputs put the EMA weights in place on rank 0 (the scripts save
+     * and validate those); the other ranks render with the same (gathered
+     * above, whole on every rank) */
+    if (st == SDC_OK && !lead && r->t.o.use_ema) sdc_ema_copy_to(&r->t.ema, sdc_params_master(&r->sd.unet->params));
+    st = sdc_dist_agree(&r->dist, st, err, NULL); /* rank 0 may have failed to save: none waits in validate */
+    if (st == SDC_OK) st = validate(r, err);
     r->a = a;
     return st;
 }
