@@ -6,32 +6,40 @@
 #include "backend/ops.h"
 #include "backend/ops_backward.h"
 #include "backend/profile.h"
+#include "backend/tape_plan.h"
 
 sdc_status sdc_tape_init(sdc_tape *t, const sdc_arena *arena, sdc_error *err) {
     return sdc_tape_init_on(t, sdc_cpu_backend(), arena, err);
 }
 
 sdc_status sdc_tape_init_on(sdc_tape *t, const sdc_backend *be, const sdc_arena *arena, sdc_error *err) {
+    (void)err; /* the gradients' pool comes from the arena when planned */
     memset(t, 0, sizeof *t);
     t->be = be;
     t->arena_base = arena->base;
     t->arena_cap = arena->cap;
-    /* 64-byte alignment of arena offsets carries over to the shadow (the
-     * CPU's is reserved address space, committed as touched) */
-    t->shadow = be->mem_alloc(arena->cap);
-    if (!t->shadow) return sdc_fail(err, SDC_ENOMEM, "cannot allocate %zu MiB for activation gradients", arena->cap >> 20);
     return SDC_OK;
+}
+
+/* Drops the scratch a failed plan handed out. */
+static void drop_scratch(sdc_tape *t) {
+    sdc_tape_plan *p = t->plan;
+    if (p && p->scratch) t->be->mem_free(p->scratch, p->scratch_bytes);
+    if (p) p->scratch = NULL, p->scratch_bytes = 0;
 }
 
 void sdc_tape_free(sdc_tape *t) {
     if (t->sub) {
-        free(t->sub->ops);
-        free(t->sub->ids);
+        sdc_tape_free(t->sub);
         free(t->sub);
     }
     free(t->ops);
     free(t->ids);
-    if (t->be) t->be->mem_free(t->shadow, t->arena_cap);
+    if (t->plan) {
+        drop_scratch(t);
+        sdc_tape_plan_free(t->plan);
+        free(t->plan);
+    }
     memset(t, 0, sizeof *t);
 }
 
@@ -48,9 +56,11 @@ void sdc_tape_reset(sdc_tape *t) {
     t->n = 0;
     t->nids = 0;
     t->failed = 0;
+    t->planned = 0;
 }
 
 void sdc_tape_record(sdc_tape *t, const sdc_tape_op *op) {
+    t->planned = 0; /* a plan covers what was recorded before it */
     if (t->failed) return;
     if (t->n == t->cap) {
         size_t cap = t->cap ? 2 * t->cap : 1024;
@@ -83,8 +93,7 @@ void sdc_tape_record(sdc_tape *t, const sdc_tape_op *op) {
     }
 }
 
-/* The watched store holding p, or −1. */
-static int store_of(const sdc_tape *t, const void *p) {
+int sdc_tape_store_of(const sdc_tape *t, const void *p) {
     for (int i = 0; i < t->nstores; i++)
         if ((const unsigned char *)p >= t->stores[i].data &&
             (const unsigned char *)p < t->stores[i].data + t->stores[i].n * t->stores[i].esize)
@@ -92,27 +101,99 @@ static int store_of(const sdc_tape *t, const void *p) {
     return -1;
 }
 
+/* An activation's gradient: in the plan of t or of the tape it is a
+ * sub-tape of (a checkpointed module's x and y), or NULL. */
+static void *activation_grad(const sdc_tape *t, const unsigned char *p, size_t nbytes) {
+    const size_t off = (size_t)(p - t->arena_base);
+    for (; t; t = t->parent) {
+        if (!t->planned) continue;
+        const sdc_tape_plan *pl = t->plan;
+        if (pl->status != SDC_OK) /* no pool: outputs may be seeded, nothing runs */
+            return nbytes <= pl->scratch_bytes ? pl->scratch : NULL;
+        long r = sdc_tape_plan_find(pl, off);
+        if (r < 0) continue;
+        const sdc_tape_region *g = &pl->reg[r];
+        /* a tensor the ops only saw part of would run into other gradients */
+        SDC_ASSERT(off + nbytes <= g->hi);
+        /* Outside backward only an input's gradient means anything, and an
+         * output's before backward (the seed): an intermediate's memory is
+         * shared, and its gradient is cleared or assigned when born. */
+        if (pl->phase != SDC_PLAN_RUNNING)
+            SDC_ASSERT(g->dies < 0 || (pl->phase == SDC_PLAN_SEEDING && g->born == (int)t->n));
+        return t->pool + sdc_tape_plan_at(g, off);
+    }
+    return NULL;
+}
+
 sdc_tensor sdc_tape_grad(const sdc_tape *t, const sdc_tensor *x) {
     sdc_tensor g = *x;
     g.data = NULL;
     const unsigned char *p = x->data;
     if (!p) return g;
-    int s = store_of(t, p);
+    int s = sdc_tape_store_of(t, p);
     if (s >= 0) {
         g.data = t->stores[s].grad + (size_t)(p - t->stores[s].data) / t->stores[s].esize;
         g.dtype = SDC_F32; /* parameter gradients are fp32 whatever the weights' dtype */
         return g;
     }
-    if (p >= t->arena_base && p < t->arena_base + t->arena_cap)
-        g.data = (unsigned char *)t->shadow + (p - t->arena_base);
+    size_t nbytes = sdc_tensor_nbytes(x);
+    if (nbytes && p >= t->arena_base && p < t->arena_base + t->arena_cap) g.data = activation_grad(t, p, nbytes);
     return g;
 }
 
-void sdc_tape_zero_grads(sdc_tape *t, const sdc_arena *arena) {
+/* Clears the regions born at backward step `step` that their birth op does
+ * not assign (z: a cursor into the plan's ranges, which run in backward
+ * order). */
+static void clear_born(const sdc_ctx *c, const sdc_tape *t, size_t *z, int step) {
+    const sdc_tape_plan *p = t->plan;
+    for (; *z < p->nzero && p->zero[*z].step == step; ++*z)
+        SDC_PROF(c, "zero activation gradients", t->be->mem_zero(t->pool + p->zero[*z].off, p->zero[*z].bytes));
+}
+
+/* Plans t's activation gradients and takes their pool from the arena
+ * (t->plan exists). On failure the status stays in the plan for backward. */
+static sdc_status plan(sdc_tape *t, sdc_arena *arena, const sdc_tensor *seed, sdc_error *err) {
+    sdc_tape_plan *p = t->plan;
+    drop_scratch(t);
+    t->pool = NULL;
+    t->pool_bytes = 0;
+    sdc_status st = t->failed ? sdc_fail(err, SDC_ENOMEM, "out of memory recording the forward pass")
+                              : sdc_tape_plan_build(p, t, seed, err);
+    if (st == SDC_OK) {
+        t->pool_bytes = p->pool_bytes;
+        if (p->pool_bytes && !(t->pool = sdc_arena_alloc(arena, p->pool_bytes)))
+            st = sdc_fail(err, SDC_ENOMEM,
+                          "out of memory for activation gradients: %zu MiB wanted, %zu MiB of the arena free (lower "
+                          "the batch size or the resolution, or add --gradient_checkpointing when training)",
+                          p->pool_bytes >> 20, (arena->cap - arena->used) >> 20);
+    }
+    p->status = st;
+    p->phase = SDC_PLAN_SEEDING;
+    t->planned = 1;
+    if (st != SDC_OK) {
+        /* the caller seeds the outputs before backward reports this: give
+         * them memory nothing else uses, as large as any recorded output */
+        size_t most = seed ? sdc_tensor_nbytes(seed) : 0;
+        for (size_t i = 0; i < t->n; i++)
+            if (sdc_tensor_nbytes(&t->ops[i].out) > most) most = sdc_tensor_nbytes(&t->ops[i].out);
+        p->scratch = most ? t->be->mem_alloc(most) : NULL;
+        p->scratch_bytes = p->scratch ? most : 0;
+    }
+    return st;
+}
+
+void sdc_tape_zero_grads(sdc_tape *t, sdc_arena *arena) {
     SDC_ASSERT(arena->base == t->arena_base);
-    double t0 = sdc_prof_on ? sdc_prof_begin(&(sdc_ctx){.be = t->be}) : 0;
-    t->be->mem_zero(t->shadow, arena->used);
-    if (sdc_prof_on) sdc_prof_end(&(sdc_ctx){.be = t->be}, "zero activation gradients", t0);
+    if (!t->plan && !(t->plan = calloc(1, sizeof *t->plan))) {
+        t->failed = 1; /* backward reports it */
+        return;
+    }
+    const sdc_ctx c = {.be = t->be};
+    double t0 = sdc_prof_on ? sdc_prof_begin(&c) : 0;
+    sdc_status st = plan(t, arena, NULL, &t->plan->err);
+    if (sdc_prof_on) sdc_prof_end(&c, "plan activation gradients", t0);
+    size_t z = 0;
+    if (st == SDC_OK) clear_born(&c, t, &z, (int)t->n); /* the outputs, before the caller seeds them */
 }
 
 /* Where an op's input gradient goes: gradient memory to accumulate into, or
@@ -121,6 +202,17 @@ static int wants(const sdc_tape *t, const sdc_tensor *x, sdc_tensor *g) {
     if (!x->data) return 0;
     *g = sdc_tape_grad(t, x);
     return g->data != NULL;
+}
+
+/* Whether this op writes input k's gradient gx whole, as its first
+ * contribution (the plan's `assign` bits), straight into gradient memory.
+ * `ok`: the op's result has gx's dtype; when it has not, the region is
+ * cleared instead and the contribution accumulated as any other. */
+static int assigns(const sdc_ctx *c, unsigned fresh, int k, const sdc_tensor *gx, int ok) {
+    if (!(fresh >> k & 1u)) return 0;
+    if (ok) return 1;
+    SDC_PROF(c, "zero activation gradients", c->be->mem_zero(gx->data, sdc_tensor_nbytes(gx)));
+    return 0;
 }
 
 /* g_x += s·d. Gradients of a watched parameter are fp32 while d has the
@@ -142,27 +234,42 @@ static void acc_scaled(sdc_ctx *c, sdc_tensor *gx, float s, const sdc_tensor *d)
 /* g_x += d (activation gradients accumulate over the consumers of x). */
 static void accumulate(sdc_ctx *c, sdc_tensor *gx, const sdc_tensor *d) { acc_scaled(c, gx, 1.0f, d); }
 
+/* g_x (+)= s·d for input k: assigned when it is the first contribution
+ * (s·d, which is what 0 + s·d rounds to), accumulated otherwise. */
+static void add_scaled(sdc_ctx *c, unsigned fresh, int k, sdc_tensor *gx, float s, const sdc_tensor *d) {
+    if (!assigns(c, fresh, k, gx, gx->dtype == d->dtype)) {
+        acc_scaled(c, gx, s, d);
+        return;
+    }
+    sdc_tensor v = sdc_view(d, gx->ndim, gx->shape);
+    if (s == 1.0f) SDC_PROF(c, "copy gradient", c->be->mem_copy(gx->data, v.data, sdc_tensor_nbytes(gx)));
+    else SDC_PROF(c, "copy gradient", c->be->axpby(gx, s, &v, 0.0f, NULL));
+}
+
 /* A fresh arena buffer shaped like x, for an op's assigned input gradient. */
 static sdc_tensor temp_like(sdc_ctx *c, const sdc_tensor *x) { return sdc_ctx_alloc(c, x->ndim, x->shape); }
 
-static void backward_ops(sdc_ctx *c, sdc_tape *t);
+static sdc_status backward_ops(sdc_ctx *c, sdc_tape *t, sdc_error *err);
 
 /* Redo a checkpointed module on the sub-tape and differentiate it: the
- * recomputed output's gradient is the recorded output's. */
-static void backward_checkpoint(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op, const sdc_tensor *g) {
-    if (!t->sub) {
-        t->sub = calloc(1, sizeof *t->sub);
-        SDC_ASSERT(t->sub); /* a few bytes; the ops array grows as it records */
-    }
-    /* the sub-tape records into its own (reused) arrays and shares the
-     * parent's gradient memory */
+ * recomputed output's gradient is the recorded output's. The sub-tape plans
+ * the module's own activations in a pool after them (both released at the
+ * end); its x and y resolve to this tape's gradients. */
+static sdc_status backward_checkpoint(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op, const sdc_tensor *g,
+                                      sdc_error *err) {
+    if (!t->sub && !(t->sub = calloc(1, sizeof *t->sub)))
+        return sdc_fail(err, SDC_ENOMEM, "out of memory for gradient checkpointing");
     sdc_tape *sub = t->sub;
+    if (!sub->plan && !(sub->plan = calloc(1, sizeof *sub->plan)))
+        return sdc_fail(err, SDC_ENOMEM, "out of memory for gradient checkpointing");
+    /* the sub-tape records into its own (reused) arrays */
     sub->n = sub->nids = 0;
     sub->failed = 0;
+    sub->planned = 0;
     sub->arena_base = t->arena_base;
     sub->arena_cap = t->arena_cap;
-    sub->shadow = t->shadow;
     sub->be = t->be;
+    sub->parent = t;
     memcpy(sub->stores, t->stores, sizeof t->stores);
     sub->nstores = t->nstores;
     sub->grad_hook = t->grad_hook;
@@ -171,22 +278,31 @@ static void backward_checkpoint(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op, 
     c->tape = sub;
     sdc_tensor y = op->fn(c, op->module, &op->in[0], op->in[1].data ? &op->in[1] : NULL);
     c->tape = NULL;
-    SDC_ASSERT(!sub->failed && sdc_tensor_numel(&y) == sdc_tensor_numel(g));
-    /* fresh activations: clear their gradients, then seed the output's */
-    t->be->mem_zero((unsigned char *)t->shadow + mark, c->arena->used - mark);
-    sdc_tensor gy = sdc_tape_grad(sub, &y);
-    t->be->mem_copy(gy.data, g->data, sdc_tensor_nbytes(&y));
-    backward_ops(c, sub);
+    SDC_ASSERT(sdc_tensor_numel(&y) == sdc_tensor_numel(g));
+    double t0 = sdc_prof_on ? sdc_prof_begin(c) : 0;
+    sdc_status st = plan(sub, c->arena, &y, err);
+    if (sdc_prof_on) sdc_prof_end(c, "plan activation gradients", t0);
+    if (st == SDC_OK) {
+        size_t z = 0;
+        clear_born(c, sub, &z, (int)sub->n);
+        sdc_tensor gy = sdc_tape_grad(sub, &y);
+        SDC_ASSERT(gy.data); /* the module's output is its own: a new buffer */
+        c->be->mem_copy(gy.data, g->data, sdc_tensor_nbytes(&y));
+        sub->plan->phase = SDC_PLAN_RUNNING;
+        st = backward_ops(c, sub, err);
+    }
+    sub->planned = 0;
+    drop_scratch(sub);
     sdc_arena_release(c->arena, mark);
+    return st;
 }
 
-static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
+static sdc_status backward_op(sdc_ctx *c, sdc_tape *t, size_t i, sdc_error *err) {
+    const sdc_tape_op *op = &t->ops[i];
     sdc_tensor g = sdc_tape_grad(t, &op->out);
-    if (!g.data) return;
-    if (op->kind == SDC_TAPE_CHECKPOINT) {
-        backward_checkpoint(c, t, op, &g);
-        return;
-    }
+    if (!g.data) return SDC_OK;
+    if (op->kind == SDC_TAPE_CHECKPOINT) return backward_checkpoint(c, t, op, &g, err);
+    const unsigned fresh = t->plan->assign[i];
     const sdc_tensor *x = &op->in[0], *y = &op->in[1], *z = &op->in[2];
     sdc_tensor gx, gy, gz;
     int wx = wants(t, x, &gx), wy = wants(t, y, &gy), wz = wants(t, z, &gz);
@@ -196,10 +312,12 @@ static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
     case SDC_TAPE_CONV2D:
     case SDC_TAPE_GROUP_NORM:
     case SDC_TAPE_LAYER_NORM: {
-        /* x is an activation (assigned into a temporary, then accumulated);
-         * the weights are parameters (accumulated in place by the op) */
-        SDC_ASSERT(!wx || store_of(t, x->data) < 0);
-        sdc_tensor dx = wx ? temp_like(c, x) : (sdc_tensor){0};
+        /* x is an activation (assigned: straight into its gradient when
+         * first, else into a temporary then accumulated); the weights are
+         * parameters (accumulated in place by the op) */
+        SDC_ASSERT(!wx || sdc_tape_store_of(t, x->data) < 0);
+        int ax = wx && assigns(c, fresh, 0, &gx, gx.dtype == c->dtype);
+        sdc_tensor dx = ax ? gx : wx ? temp_like(c, x) : (sdc_tensor){0};
         sdc_tensor *pdx = wx ? &dx : NULL, *pdy = wy ? &gy : NULL, *pdz = wz ? &gz : NULL;
         if (op->kind == SDC_TAPE_LINEAR)
             sdc_op_linear_backward(c, pdx, pdy, pdz, &g, x, y);
@@ -209,24 +327,28 @@ static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
             sdc_op_group_norm_backward(c, pdx, pdy, pdz, &g, x, y, z, op->i0, op->f0, (sdc_act)op->i1);
         else
             sdc_op_layer_norm_backward(c, pdx, pdy, pdz, &g, x, y, op->f0);
-        if (wx) accumulate(c, &gx, &dx);
+        if (wx && !ax) accumulate(c, &gx, &dx);
         break;
     }
     case SDC_TAPE_ATTENTION: {
-        sdc_tensor dq = temp_like(c, x), dk = temp_like(c, y), dv = temp_like(c, z);
+        int aq = wx && assigns(c, fresh, 0, &gx, gx.dtype == c->dtype);
+        int ak = wy && assigns(c, fresh, 1, &gy, gy.dtype == c->dtype);
+        int av = wz && assigns(c, fresh, 2, &gz, gz.dtype == c->dtype);
+        sdc_tensor dq = aq ? gx : temp_like(c, x), dk = ak ? gy : temp_like(c, y), dv = av ? gz : temp_like(c, z);
         sdc_op_attention_backward(c, &dq, &dk, &dv, &g, x, y, z, op->i0, op->f0, op->i1);
-        if (wx) accumulate(c, &gx, &dq);
-        if (wy) accumulate(c, &gy, &dk);
-        if (wz) accumulate(c, &gz, &dv);
+        if (wx && !aq) accumulate(c, &gx, &dq);
+        if (wy && !ak) accumulate(c, &gy, &dk);
+        if (wz && !av) accumulate(c, &gz, &dv);
         break;
     }
     case SDC_TAPE_ACT:
     case SDC_TAPE_GEGLU:
         if (wx) {
-            sdc_tensor dx = temp_like(c, x);
+            int ax = assigns(c, fresh, 0, &gx, gx.dtype == c->dtype);
+            sdc_tensor dx = ax ? gx : temp_like(c, x);
             if (op->kind == SDC_TAPE_ACT) sdc_op_act_backward(c, &dx, &g, x, (sdc_act)op->i0);
             else sdc_op_geglu_backward(c, &dx, &g, x);
-            accumulate(c, &gx, &dx);
+            if (!ax) accumulate(c, &gx, &dx);
         }
         break;
     case SDC_TAPE_AXPBY: {
@@ -238,34 +360,42 @@ static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
         if (out_is_a && out_is_b) {
             c->be->axpby(&g, alpha + beta, &g, 0.0f, NULL);
         } else if (out_is_a) {
-            if (wy) acc_scaled(c, &gy, beta, &g);
+            if (wy) add_scaled(c, fresh, 1, &gy, beta, &g);
             if (alpha != 1.0f) c->be->axpby(&g, alpha, &g, 0.0f, NULL);
         } else if (out_is_b) {
-            if (wx) acc_scaled(c, &gx, alpha, &g);
+            if (wx) add_scaled(c, fresh, 0, &gx, alpha, &g);
             if (beta != 1.0f) c->be->axpby(&g, beta, &g, 0.0f, NULL);
         } else {
-            if (wx) acc_scaled(c, &gx, alpha, &g);
-            if (wy) acc_scaled(c, &gy, beta, &g);
+            if (wx) add_scaled(c, fresh, 0, &gx, alpha, &g);
+            if (wy) add_scaled(c, fresh, 1, &gy, beta, &g);
         }
         break;
     }
     case SDC_TAPE_ADD_CHANNEL: {
         if (wy) {
-            sdc_tensor dv = temp_like(c, y);
+            int ay = assigns(c, fresh, 1, &gy, gy.dtype == c->dtype);
+            sdc_tensor dv = ay ? gy : temp_like(c, y);
             sdc_op_channel_sum(c, &dv, &g);
-            accumulate(c, &gy, &dv);
+            if (!ay) accumulate(c, &gy, &dv);
         }
-        if (wx && op->out.data != x->data) accumulate(c, &gx, &g);
+        if (wx && op->out.data != x->data) add_scaled(c, fresh, 0, &gx, 1.0f, &g);
         break;
     }
     case SDC_TAPE_CONCAT1: {
-        if (wx) {
-            sdc_tensor d = sdc_op_slice1(c, NULL, &g, 0, x->shape[1]);
-            accumulate(c, &gx, &d);
-        }
-        if (wy) {
-            sdc_tensor d = sdc_op_slice1(c, NULL, &g, x->shape[1], y->shape[1]);
-            accumulate(c, &gy, &d);
+        /* each input's gradient is its columns of g: sliced straight into
+         * the gradient when first */
+        const sdc_tensor *in[2] = {x, y};
+        sdc_tensor *gin[2] = {&gx, &gy};
+        const int w[2] = {wx, wy};
+        int64_t c0 = 0;
+        for (int k = 0; k < 2; c0 += in[k]->shape[1], k++) {
+            if (!w[k]) continue;
+            if (assigns(c, fresh, k, gin[k], gin[k]->dtype == c->dtype)) {
+                sdc_op_slice1(c, gin[k], &g, c0, in[k]->shape[1]);
+            } else {
+                sdc_tensor d = sdc_op_slice1(c, NULL, &g, c0, in[k]->shape[1]);
+                accumulate(c, gin[k], &d);
+            }
         }
         break;
     }
@@ -294,21 +424,30 @@ static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
         break;
     case SDC_TAPE_TO_TOKENS:
         if (wx) {
-            sdc_tensor d = sdc_op_from_tokens(c, NULL, &g, x->shape[2], x->shape[3]);
-            accumulate(c, &gx, &d);
+            if (assigns(c, fresh, 0, &gx, gx.dtype == c->dtype)) {
+                sdc_op_from_tokens(c, &gx, &g, x->shape[2], x->shape[3]);
+            } else {
+                sdc_tensor d = sdc_op_from_tokens(c, NULL, &g, x->shape[2], x->shape[3]);
+                accumulate(c, &gx, &d);
+            }
         }
         break;
     case SDC_TAPE_FROM_TOKENS:
         if (wx) {
-            sdc_tensor d = sdc_op_to_tokens(c, NULL, &g);
-            accumulate(c, &gx, &d);
+            if (assigns(c, fresh, 0, &gx, gx.dtype == c->dtype)) {
+                sdc_op_to_tokens(c, &gx, &g);
+            } else {
+                sdc_tensor d = sdc_op_to_tokens(c, NULL, &g);
+                accumulate(c, &gx, &d);
+            }
         }
         break;
     case SDC_TAPE_UPSAMPLE2X:
         if (wx) {
-            sdc_tensor d = temp_like(c, x);
+            int ax = assigns(c, fresh, 0, &gx, gx.dtype == c->dtype);
+            sdc_tensor d = ax ? gx : temp_like(c, x);
             sdc_op_upsample2x_backward(c, &d, &g);
-            accumulate(c, &gx, &d);
+            if (!ax) accumulate(c, &gx, &d);
         }
         break;
     case SDC_TAPE_EMBEDDING:
@@ -322,23 +461,41 @@ static void backward_op(sdc_ctx *c, sdc_tape *t, const sdc_tape_op *op) {
         const sdc_tensor *in[3] = {x, y, z};
         const sdc_tensor *gs[3] = {&gx, &gy, &gz};
         const int w[3] = {wx, wy, wz};
-        for (int i = 0; i < 3; i++)
-            if (w[i] && store_of(t, in[i]->data) >= 0) t->grad_hook(t->grad_user, gs[i]->data, sdc_tensor_numel(in[i]));
+        for (int k = 0; k < 3; k++)
+            if (w[k] && sdc_tape_store_of(t, in[k]->data) >= 0)
+                t->grad_hook(t->grad_user, gs[k]->data, sdc_tensor_numel(in[k]));
     }
+    return SDC_OK;
 }
 
-static void backward_ops(sdc_ctx *c, sdc_tape *t) {
-    for (size_t i = t->n; i-- > 0;) backward_op(c, t, &t->ops[i]);
+/* Backward over t's ops, n−1 … 0, clearing each step's newborn regions
+ * first (the outputs' were cleared at planning). */
+static sdc_status backward_ops(sdc_ctx *c, sdc_tape *t, sdc_error *err) {
+    size_t z = 0;
+    while (z < t->plan->nzero && t->plan->zero[z].step == (int)t->n) z++;
+    for (size_t i = t->n; i-- > 0;) {
+        clear_born(c, t, &z, (int)i);
+        SDC_TRY(backward_op(c, t, i, err));
+    }
+    return SDC_OK;
 }
 
 sdc_status sdc_tape_backward(sdc_ctx *c, sdc_tape *t, sdc_error *err) {
     if (t->failed) return sdc_fail(err, SDC_ENOMEM, "out of memory recording the forward pass");
+    SDC_ASSERT(t->planned); /* sdc_tape_zero_grads after the forward, before seeding */
+    if (t->plan->status != SDC_OK) {
+        if (err) *err = t->plan->err;
+        return t->plan->status;
+    }
+    SDC_ASSERT(c->arena->base == t->arena_base);
     /* the ops used below must not record themselves */
     sdc_tape *saved = c->tape;
     c->tape = NULL;
-    backward_ops(c, t);
+    t->plan->phase = SDC_PLAN_RUNNING;
+    sdc_status st = backward_ops(c, t, err);
+    t->plan->phase = SDC_PLAN_DONE;
     c->tape = saved;
-    return SDC_OK;
+    return st;
 }
 
 sdc_tensor sdc_checkpoint(sdc_ctx *c, sdc_checkpoint_fn fn, const void *module, const sdc_tensor *x,

@@ -8,19 +8,28 @@
  * structure to keep in sync — the reason for departing from the guide; the
  * pairing of forward and backward lives at the op level instead.
  *
- * Where gradients live (no lookups, no per-tensor allocation):
+ * Where gradients live (no per-tensor allocation):
  * - a parameter's gradient sits at the same offset in its store's gradient
  *   buffer as the parameter in the parameter buffer (registered stores);
- * - an activation's gradient sits at the same offset in a shadow buffer as
- *   the activation in the arena, so views and reshapes need nothing special.
- * Tensors in neither (frozen weights) get no gradient.
+ * - activation gradients live in one pool carved from the arena once the
+ *   forward is recorded (sdc_tape_zero_grads), planned like the arena
+ *   itself (backend/tape_plan.h): the bytes the recorded ops reference form
+ *   regions (views and in-place ops share one); a region's gradient exists
+ *   from its last consumer's backward (which usually assigns it whole, so
+ *   nothing is zeroed) to its producer's, and regions whose lifetimes do not
+ *   overlap share memory. The pool is about the size of the widest cut of
+ *   the graph instead of all its activations.
+ * Tensors in neither (frozen weights, tensors outside the arena) get no
+ * gradient.
  *
  * Rules for code run under a tape: the arena is not released (modules call
  * sdc_ctx_release, a no-op while recording), a buffer is written by one op
  * only, except the in-place forms of add/axpby/add_channel on a buffer that
  * no recorded op has read yet (their own backward needs no input values;
  * an earlier reader's would). Ops whose backward reads their input refuse
- * to overwrite it (asserted in ops.c). */
+ * to overwrite it (asserted in ops.c). A buffer whose gradient the caller
+ * reads after backward (a graph input) is written by no recorded op; the
+ * caller seeds only outputs (buffers no recorded op reads). */
 #ifndef SDC_BACKEND_TAPE_H
 #define SDC_BACKEND_TAPE_H
 
@@ -68,11 +77,14 @@ typedef struct sdc_tape {
     int32_t *ids;
     size_t nids, ids_cap;
     int failed; /* out of memory while recording */
-    /* activation gradients: a shadow of the arena */
+    /* activation gradients: a pool in the arena, planned per forward */
     const unsigned char *arena_base;
     size_t arena_cap;
-    void *shadow;
-    const sdc_backend *be; /* whose memory the shadow and gradients are */
+    const sdc_backend *be;      /* whose memory the arena and gradients are */
+    struct sdc_tape_plan *plan; /* backend/tape_plan.h (kept across steps) */
+    unsigned char *pool;        /* the activation gradients, in the arena */
+    size_t pool_bytes;          /* its size at the last plan */
+    int planned;                /* sdc_tape_zero_grads ran since the last record */
     /* parameter stores whose gradients are wanted: element i of data (esize
      * bytes each: fp32, or bf16/fp16 weights) ↔ grad[i] (always fp32) */
     struct {
@@ -90,10 +102,10 @@ typedef struct sdc_tape {
     void *grad_user;
     int checkpointing;    /* gradient checkpointing: modules run through sdc_checkpoint */
     struct sdc_tape *sub; /* the tape a checkpointed module is recomputed on (reused) */
+    const struct sdc_tape *parent; /* a sub-tape's: where its module's x and y have gradients */
 } sdc_tape;
 
-/* A tape over c's arena (the shadow is as large as the arena: pages are
- * touched only as far as the arena is used). */
+/* A tape over an arena (nothing is allocated until the first plan). */
 sdc_status sdc_tape_init(sdc_tape *t, const sdc_arena *arena, sdc_error *err);
 /* The same for an arena in a backend's device memory. */
 sdc_status sdc_tape_init_on(sdc_tape *t, const sdc_backend *be, const sdc_arena *arena, sdc_error *err);
@@ -105,14 +117,24 @@ void sdc_tape_watch(sdc_tape *t, const void *data, sdc_dtype dtype, float *grad,
 void sdc_tape_reset(sdc_tape *t);
 void sdc_tape_record(sdc_tape *t, const sdc_tape_op *op);
 /* The gradient buffer of an activation or watched parameter (a tensor with
- * t's shape over gradient memory), or data NULL when it has none. */
+ * x's shape over gradient memory), or data NULL when it has none (an
+ * activation no recorded op references, or before the plan). An
+ * activation's gradient memory is valid from sdc_tape_zero_grads to the end
+ * of sdc_tape_backward for the outputs (buffers no recorded op reads), and
+ * past its end, until the arena is released, for the graph's inputs
+ * (buffers no recorded op produced, e.g. uploads); an intermediate's only
+ * while backward runs (its memory is reused once its producer is done). */
 sdc_tensor sdc_tape_grad(const sdc_tape *t, const sdc_tensor *x);
-/* Clears the activation gradients of everything recorded so far. Call once
- * after the forward, before seeding. */
-void sdc_tape_zero_grads(sdc_tape *t, const sdc_arena *arena);
+/* Ends the forward: plans the activation gradients of everything recorded
+ * so far, takes their pool from the arena (released with the caller's mark
+ * around forward and backward) and clears the outputs' gradients. Call once
+ * after the forward, before seeding; seed only outputs. When the arena has
+ * no room, sdc_tape_backward reports it (the outputs' gradients are then
+ * scratch memory, so seeding is still safe). */
+void sdc_tape_zero_grads(sdc_tape *t, sdc_arena *arena);
 /* Runs the recorded ops backwards. The gradient of the outputs must have
  * been written into their sdc_tape_grad buffers (the seed). Temporaries come
- * from c's arena and are released. */
+ * from c's arena (after the pool) and are released. */
 sdc_status sdc_tape_backward(sdc_ctx *c, sdc_tape *t, sdc_error *err);
 
 /* Gradient checkpointing: with a recording tape whose `checkpointing` is
@@ -120,7 +142,9 @@ sdc_status sdc_tape_backward(sdc_ctx *c, sdc_tape *t, sdc_error *err);
  * records one op that, in backward, runs fn again on a sub-tape and
  * differentiates it. Otherwise just calls fn. Gradients are the same either
  * way (the recomputation repeats the same deterministic ops); memory holds
- * only module boundaries plus one module's activations at a time. */
+ * only module boundaries plus one module's activations and gradients at a
+ * time. fn may read no arena tensor other than x and y (gradients reach
+ * the outer tape through those two). */
 sdc_tensor sdc_checkpoint(sdc_ctx *c, sdc_checkpoint_fn fn, const void *module, const sdc_tensor *x,
                           const sdc_tensor *y);
 

@@ -1,4 +1,4 @@
-/* Large lazily-committed reservations (arenas, gradient shadows): address
+/* Large lazily-committed reservations (arenas): address
  * space reserved with MAP_NORESERVE, so an arena sized for the worst case
  * costs only the pages it touches, and heuristic overcommit does not refuse
  * a reservation larger than free memory. Zero-filled on first touch. */

@@ -705,8 +705,8 @@ static sdc_status replace_vae(run *r, const char *dir, sdc_error *err) {
 /* Activation memory for a batch of n images at the training resolution: on
  * the CPU reserved address space (pages are committed as touched, so a
  * generous bound costs nothing); on a GPU real memory, so what is free,
- * less room for the libraries' workspaces, and half of it when training
- * (the tape's gradient shadow is as large as the arena). */
+ * less room for the libraries' workspaces. When training, the activations'
+ * gradients come from the same arena (the tape's planned pool). */
 static size_t arena_bytes(const run *r, size_t n, int training) {
     size_t px = (size_t)(r->res * r->res);
     size_t want = ((size_t)2 << 30) + px * n * (training ? 200000 : 100000);
@@ -714,7 +714,6 @@ static size_t arena_bytes(const run *r, size_t n, int training) {
     size_t free_b = 0, total_b = 0;
     if (sdc_cuda_mem_info(&free_b, &total_b) != 0) return (size_t)8 << 30;
     size_t reserve = (size_t)6 << 30, avail = free_b > reserve ? free_b - reserve : free_b / 2;
-    if (training) avail /= 2;
     return want < avail ? want : avail;
 }
 
