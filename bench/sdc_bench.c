@@ -16,6 +16,7 @@
  * --seed N. Timing reads CLOCK_MONOTONIC around the timed loop, after a
  * device→host copy of 4 bytes (the CUDA backend's mem_download waits for
  * the stream) so that all queued GPU work is inside the measured time. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "backend/ops.h"
 #include "core/clock.h"
 #include "core/fs.h"
+#include "core/log.h"
 #include "core/rng.h"
 #include "data/clip_vocab_write.h"
 #include "models/presets.h"
@@ -43,6 +45,7 @@
 typedef struct opts {
     const char *mode, *preset, *device, *precision, *out;
     int size, batch, lora, steps, warmup, ckpt, cfg, calls, repeat, zero, graph;
+    int tokens, keys, heads, head_dim; /* attn */
     double arena_gib;
     unsigned long long seed;
 } opts;
@@ -272,9 +275,9 @@ static const char *prec_name(sdc_dtype t) { return t == SDC_BF16 ? "bf16" : t ==
 
 /* Activation arena: on the CPU reserved address space (committed as
  * touched); on a GPU what is free less `keep` (memory still to be
- * allocated after the arena) and 6 GiB for the libraries' workspaces,
- * halved when training (the tape's gradient shadow is as large as the
- * arena), at most 32 GiB for inference. */
+ * allocated after the arena) and 6 GiB for the libraries' workspaces, at
+ * most 32 GiB for inference. Training takes its activations' gradients from
+ * the same arena (the tape's planned pool). */
 static size_t arena_bytes(const opts *o, const dev_state *d, size_t keep, int training) {
     if (o->arena_gib > 0) return (size_t)(o->arena_gib * (double)GIB);
     if (d->dev.type == SDC_CPU) return 48 * GIB;
@@ -282,8 +285,7 @@ static size_t arena_bytes(const opts *o, const dev_state *d, size_t keep, int tr
     if (sdc_cuda_mem_info(&free_b, &total_b) != 0) return 8 * GIB;
     size_t reserve = 6 * GIB + keep;
     size_t avail = free_b > reserve + GIB ? free_b - reserve : GIB;
-    if (training) avail /= 2;
-    else if (avail > 32 * GIB) avail = 32 * GIB;
+    if (!training && avail > 32 * GIB) avail = 32 * GIB;
     return avail & ~(size_t)0xFFFFF;
 }
 
@@ -294,17 +296,18 @@ static void device_sync(const sdc_ctx *c) {
 }
 
 /* Memory a run needed: on a GPU what it allocated since start, with the
- * arena (and, when training, its shadow) counted up to their high-water
- * mark rather than their reserved size — comparable to PyTorch's
- * max_memory_allocated; on the CPU the process's peak RSS. */
-static double peak_gib(const dev_state *d, const sdc_arena *a, int shadows) {
+ * arena (which holds the activations, their gradients and the backward's
+ * temporaries) counted up to its high-water mark rather than its reserved
+ * size — comparable to PyTorch's max_memory_allocated; on the CPU the
+ * process's peak RSS. */
+static double peak_gib(const dev_state *d, const sdc_arena *a) {
     if (d->dev.type == SDC_CPU) {
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         return (double)ru.ru_maxrss / (1 << 20);
     }
     double used = (double)device_used(d) - (double)d->used0;
-    return gib(used - (double)(1 + shadows) * (double)(a->cap - a->peak));
+    return gib(used - (double)(a->cap - a->peak));
 }
 
 /* ---- modes ------------------------------------------------------------------------------------------------------------- */
@@ -397,7 +400,7 @@ static sdc_status run_train(const opts *o, const sdc_preset *p, sdc_error *err) 
     sdc_dist_barrier(&dist);
     double step = (sdc_monotonic_s() - t0) / o->steps;
     double fwd = unet_flops(cfg, h, w, S), flops = 3.0 * fwd * B;
-    double pk = peak_gib(&d, &arena, 1);
+    double pk = peak_gib(&d, &arena);
     /* every rank's worst: the slowest sets the pace, the fullest GPU the memory */
     double exposed = t.dp ? t.dp->exposed_s / o->steps : 0;
     step = sdc_dist_max_f64(&dist, step), pk = sdc_dist_max_f64(&dist, pk), exposed = sdc_dist_max_f64(&dist, exposed);
@@ -496,7 +499,7 @@ static sdc_status run_unet(const opts *o, const sdc_preset *p, sdc_error *err) {
            "\"precision\":\"%s\",\"device\":\"%s\",\"graph\":%s,\"calls\":%d,\"ms\":%.4g,\"peak_gib\":%.4g,"
            "\"mfu\":%.4g}\n",
            p->name, o->size, o->batch, (long long)B, prec_name(d.dtype), d.dev.type == SDC_CPU ? "cpu" : "cuda",
-           graph ? "true" : "false", o->calls, 1e3 * per, peak_gib(&d, &arena, 0), fl / per / PEAK_FLOPS);
+           graph ? "true" : "false", o->calls, 1e3 * per, peak_gib(&d, &arena), fl / per / PEAK_FLOPS);
     sdc_cuda_graph_free(graph);
     sdc_ctx_close(&c);
     sdc_unet_free(u);
@@ -539,7 +542,7 @@ static sdc_status run_txt2img(const opts *o, const sdc_preset *p, sdc_error *err
         printf("{\"mode\":\"txt2img\",\"impl\":\"sdc\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"steps\":%d,"
                "\"precision\":\"%s\",\"device\":\"%s\",\"scheduler\":\"%s\",\"s\":%.4g,\"peak_gib\":%.4g}\n",
                p->name, o->size, o->batch, o->steps, prec_name(d.dtype), d.dev.type == SDC_CPU ? "cpu" : "cuda",
-               sd.sched.class_name, per, peak_gib(&d, &arena, 0));
+               sd.sched.class_name, per, peak_gib(&d, &arena));
     if (c.arena) sdc_ctx_close(&c);
     sdc_sd_free(&sd);
     return s;
@@ -579,11 +582,73 @@ static sdc_status run_vae(const opts *o, const sdc_preset *p, sdc_error *err) {
     printf("{\"mode\":\"vae\",\"impl\":\"sdc\",\"preset\":\"%s\",\"size\":%d,\"batch\":%d,\"precision\":\"%s\","
            "\"device\":\"%s\",\"calls\":%d,\"ms\":%.4g,\"peak_gib\":%.4g}\n",
            p->name, o->size, o->batch, prec_name(d.dtype), d.dev.type == SDC_CPU ? "cpu" : "cuda", o->calls, 1e3 * per,
-           peak_gib(&d, &arena, 0));
+           peak_gib(&d, &arena));
     sdc_ctx_close(&c);
     sdc_vae_free(v);
     free(v);
     free(z);
+    return SDC_OK;
+}
+
+/* One attention layer's forward and backward through the backend, both
+ * backward forms (recomputing the softmax statistics, and taking the
+ * forward's): ms per call and TFLOP/s, with FlashAttention's FLOP
+ * convention (forward 4·B·H·Tq·Tk·D, backward 2.5× that). */
+static sdc_status run_attn(const opts *o, sdc_error *err) {
+    dev_state d;
+    SDC_TRY(device_open(o, 0, &d, err));
+    const int64_t B = o->batch, Tq = o->tokens, Tk = o->keys > 0 ? o->keys : o->tokens, H = o->heads,
+                  D = o->head_dim, HD = H * D;
+    if (Tq < 1 || H < 1 || D < 1) return sdc_fail(err, SDC_EINVAL, "attn needs --tokens, --heads and --head-dim");
+    sdc_arena arena;
+    sdc_ctx c;
+    const size_t act = (size_t)(4 * B * Tq * HD + 4 * B * Tk * HD) * sdc_dtype_size(d.dtype);
+    SDC_TRY(sdc_ctx_open(&c, &arena, d.dev, d.dtype, act + (size_t)(B * H * Tq) * 4 + ((size_t)64 << 20), err));
+    const size_t nq = (size_t)(B * Tq * HD), nk = (size_t)(B * Tk * HD);
+    float *h = malloc((nq > nk ? nq : nk) * sizeof *h);
+    if (!h) return sdc_fail(err, SDC_ENOMEM, "out of memory");
+    sdc_rng r;
+    sdc_rng_init(&r, o->seed + 5);
+    sdc_tensor t[4];
+    const int64_t sq[3] = {B, Tq, HD}, sk[3] = {B, Tk, HD};
+    for (int i = 0; i < 4; i++) { /* q, k, v, dout */
+        const int isq = i == 0 || i == 3;
+        sdc_rng_fill_normal(&r, h, isq ? nq : nk);
+        t[i] = sdc_op_upload(&c, NULL, 3, isq ? sq : sk, h);
+    }
+    free(h);
+    sdc_tensor out = sdc_ctx_alloc(&c, 3, sq), dq = sdc_ctx_alloc(&c, 3, sq), dk = sdc_ctx_alloc(&c, 3, sk),
+               dv = sdc_ctx_alloc(&c, 3, sk);
+    float *lse = sdc_arena_alloc(&arena, (size_t)(B * H * Tq) * sizeof(float));
+    const float scale = 1.0f / sqrtf((float)D);
+    const sdc_backend *be = d.be;
+    double ms[4] = {0};
+    for (int form = 0; form < 4; form++) { /* forward, forward + lse, backward, backward given lse */
+        if ((form == 1 || form == 3) && !(be->attention_lse && be->attention_backward_saved)) continue;
+        double t0 = 0;
+        for (int i = 0; i < o->warmup + o->calls; i++) {
+            if (i == o->warmup) {
+                device_sync(&c);
+                t0 = sdc_monotonic_s();
+            }
+            if (form == 0) be->attention(&out, &t[0], &t[1], &t[2], B, Tq, Tk, (int)H, D, scale, 0);
+            else if (form == 1) be->attention_lse(&out, lse, &t[0], &t[1], &t[2], B, Tq, Tk, (int)H, D, scale, 0);
+            else if (form == 2)
+                be->attention_backward(&dq, &dk, &dv, &t[3], &t[0], &t[1], &t[2], B, Tq, Tk, (int)H, D, scale, 0);
+            else
+                be->attention_backward_saved(&dq, &dk, &dv, &t[3], &t[0], &t[1], &t[2], &out, lse, B, Tq, Tk, (int)H,
+                                             D, scale, 0);
+        }
+        device_sync(&c);
+        ms[form] = 1e3 * (sdc_monotonic_s() - t0) / o->calls;
+    }
+    const double fwd = 4.0 * (double)(B * H * Tq * Tk * D), bwd = 2.5 * fwd;
+    printf("{\"mode\":\"attn\",\"impl\":\"sdc\",\"batch\":%lld,\"tokens\":%lld,\"keys\":%lld,\"heads\":%lld,"
+           "\"head_dim\":%lld,\"precision\":\"%s\",\"fwd_ms\":%.4g,\"fwd_lse_ms\":%.4g,\"bwd_ms\":%.4g,"
+           "\"bwd_saved_ms\":%.4g,\"fwd_tflops\":%.4g,\"bwd_tflops\":%.4g,\"bwd_saved_tflops\":%.4g}\n",
+           (long long)B, (long long)Tq, (long long)Tk, (long long)H, (long long)D, prec_name(d.dtype), ms[0], ms[1],
+           ms[2], ms[3], fwd / ms[0] / 1e9, bwd / ms[2] / 1e9, ms[3] > 0 ? bwd / ms[3] / 1e9 : 0.0);
+    sdc_ctx_close(&c);
     return SDC_OK;
 }
 
@@ -620,16 +685,18 @@ static sdc_status run_flops(const opts *o, const sdc_preset *p, sdc_error *err) 
 
 static int usage(void) {
     fprintf(stderr,
-            "usage: sdc_bench train|unet|txt2img|vae|config|flops [--preset sd15|sd21|sdxl|tiny] [--size PX] [--batch N]\n"
+            "usage: sdc_bench train|unet|txt2img|vae|attn|config|flops [--preset sd15|sd21|sdxl|tiny] [--size PX] [--batch N]\n"
             "         [--lora RANK] [--steps N] [--warmup N] [--calls N] [--repeat N] [--checkpointing] [--cfg]\n"
             "         [--device cpu|cuda|cuda:N] [--precision bf16|fp16|fp32] [--arena-gib N] [--seed N] [--out DIR]\n"
             "         [--zero 0|1]   (train under mpirun: data parallel, one GPU per process, ZeRO-1 with --zero 1)\n"
-            "         [--graph]      (unet: the call captured as a CUDA graph and replayed)\n");
+            "         [--graph]      (unet: the call captured as a CUDA graph and replayed)\n"
+            "         [--tokens N --heads N --head-dim N [--keys N]]   (attn: one attention layer)\n");
     return 2;
 }
 
 int main(int argc, char **argv) {
     if (argc < 2) return usage();
+    sdc_log_init_from_env(); /* SDC_LOG=debug: the kernels' choices */
     opts o = {.mode = argv[1], .preset = "sd15", .size = 512, .batch = 1, .steps = -1, .warmup = -1, .calls = 20,
               .repeat = 1};
     for (int i = 2; i < argc; i++) {
@@ -652,6 +719,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--arena-gib")) o.arena_gib = atof(v), i++;
         else if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10), i++;
         else if (!strcmp(a, "--zero")) o.zero = atoi(v), i++;
+        else if (!strcmp(a, "--tokens")) o.tokens = atoi(v), i++;
+        else if (!strcmp(a, "--keys")) o.keys = atoi(v), i++;
+        else if (!strcmp(a, "--heads")) o.heads = atoi(v), i++;
+        else if (!strcmp(a, "--head-dim")) o.head_dim = atoi(v), i++;
         else return usage();
     }
     int train = !strcmp(o.mode, "train"), t2i = !strcmp(o.mode, "txt2img");
@@ -676,6 +747,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(o.mode, "vae")) s = run_vae(&o, p, &err);
     else if (!strcmp(o.mode, "config")) s = run_config(&o, p, &err);
     else if (!strcmp(o.mode, "flops")) s = run_flops(&o, p, &err);
+    else if (!strcmp(o.mode, "attn")) s = run_attn(&o, &err);
     else return usage();
     if (s != SDC_OK) {
         fprintf(stderr, "sdc_bench: error: %s\n", err.msg);

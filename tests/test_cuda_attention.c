@@ -100,6 +100,31 @@ static void run_case(const sdc_backend *be, const attn_case *c, sdc_dtype dt, co
         CHECK_MSG(e <= tol, "%s %s (%s) B=%d Tq=%d Tk=%d H=%d D=%d causal=%d: rel err %.3g > %.3g", names[i],
                   sdc_dtype_name(dt), path, c->B, c->Tq, c->Tk, c->H, c->D, c->causal, e, tol);
     }
+    /* the training path: the forward keeps each row's statistic, the
+     * backward takes it and the stored output instead of recomputing them;
+     * the same output bit for bit, gradients within the same tolerance */
+    if (be->attention_lse && be->attention_backward_saved) {
+        sdc_tensor o2 = dev_from_host(be, &junk_q, dt), dq2 = dev_from_host(be, &junk_q, dt);
+        sdc_tensor dk2 = dev_from_host(be, &junk_k, dt), dv2 = dev_from_host(be, &junk_k, dt);
+        const size_t nlse = (size_t)c->B * c->H * c->Tq;
+        float *lse = be->mem_alloc(nlse * sizeof(float));
+        be->attention_lse(&o2, lse, &q, &k, &v, c->B, c->Tq, c->Tk, c->H, c->D, scale, c->causal);
+        be->attention_backward_saved(&dq2, &dk2, &dv2, &g, &q, &k, &v, &o2, lse, c->B, c->Tq, c->Tk, c->H, c->D,
+                                     scale, c->causal);
+        float *s2[4] = {host_from_dev(be, &o2), host_from_dev(be, &dq2), host_from_dev(be, &dk2),
+                        host_from_dev(be, &dv2)};
+        CHECK_MSG(memcmp(s2[0], go, (size_t)nq * sizeof(float)) == 0, "out %s (%s): writing lse changed it",
+                  sdc_dtype_name(dt), path);
+        for (int i = 1; i < 4; i++) {
+            double e = ct_rel_err(s2[i], want[i], n[i]);
+            CHECK_MSG(e <= tol, "%s %s (%s, saved lse) B=%d Tq=%d Tk=%d H=%d D=%d causal=%d: rel err %.3g > %.3g",
+                      names[i], sdc_dtype_name(dt), path, c->B, c->Tq, c->Tk, c->H, c->D, c->causal, e, tol);
+        }
+        for (int i = 0; i < 4; i++) free(s2[i]);
+        sdc_tensor *d2[4] = {&o2, &dq2, &dk2, &dv2};
+        for (int i = 0; i < 4; i++) be->mem_free(d2[i]->data, sdc_tensor_nbytes(d2[i]));
+        be->mem_free(lse, nlse * sizeof(float));
+    }
     if (repeat) { /* determinism: no atomics, fixed summation order */
         be->attention(&o, &q, &k, &v, c->B, c->Tq, c->Tk, c->H, c->D, scale, c->causal);
         be->attention_backward(&dq, &dk, &dv, &g, &q, &k, &v, c->B, c->Tq, c->Tk, c->H, c->D, scale, c->causal);

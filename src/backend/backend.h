@@ -116,6 +116,16 @@ typedef struct sdc_backend {
     void (*attention_backward)(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
                                const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v, int64_t B, int64_t Tq,
                                int64_t Tk, int heads, int64_t head_dim, float scale, int causal);
+    /* Optional (NULL: not offered; the CPU recomputes): attention that also
+     * writes each row's softmax statistic lse [B·H·Tq] (log2 of the row's
+     * Σ 2^(scale·log2e·q·k), backend-defined), and the backward given the
+     * forward's out and lse instead of recomputing them. */
+    void (*attention_lse)(sdc_tensor *out, float *lse, const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v,
+                          int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim, float scale, int causal);
+    void (*attention_backward_saved)(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
+                                     const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v,
+                                     const sdc_tensor *out, const float *lse, int64_t B, int64_t Tq, int64_t Tk,
+                                     int heads, int64_t head_dim, float scale, int causal);
     /* dx = dy · act'(x) (dx may alias dy) */
     void (*activation_backward)(sdc_tensor *dx, const sdc_tensor *dy, const sdc_tensor *x, sdc_act act);
     /* dx [M,2F] from dy [M,F] and the GEGLU input x [M,2F] */

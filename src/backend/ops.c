@@ -113,8 +113,19 @@ sdc_tensor sdc_op_attention(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *q, c
     SDC_ASSERT(sdc_tensor_same_shape(k, v) && q->shape[0] == k->shape[0] && q->shape[2] == k->shape[2]);
     SDC_ASSERT(q->shape[2] % heads == 0);
     sdc_tensor out = out_of(c, into, 3, q->shape);
-    SDC_PROF(c, "attention", c->be->attention(&out, q, k, v, q->shape[0], q->shape[1], k->shape[1], heads, q->shape[2] / heads, scale, causal));
-    rec(c, SDC_TAPE_ATTENTION, &out, q, k, v, heads, causal, 0, scale, 0);
+    const int64_t B = q->shape[0], Tq = q->shape[1], Tk = k->shape[1], D = q->shape[2] / heads;
+    /* under a tape, keep each row's softmax statistic (B·H·Tq floats) where
+     * the backend can: its backward then skips recomputing the forward */
+    float *lse = c->tape && c->be->attention_lse ? sdc_arena_alloc(c->arena, (size_t)(B * heads * Tq) * sizeof(float)) : NULL;
+    if (lse)
+        SDC_PROF(c, "attention", c->be->attention_lse(&out, lse, q, k, v, B, Tq, Tk, heads, D, scale, causal));
+    else
+        SDC_PROF(c, "attention", c->be->attention(&out, q, k, v, B, Tq, Tk, heads, D, scale, causal));
+    if (c->tape) {
+        sdc_tape_op op = {.kind = SDC_TAPE_ATTENTION, .out = out, .i0 = heads, .i1 = causal, .f0 = scale, .lse = lse};
+        op.in[0] = *q, op.in[1] = *k, op.in[2] = *v;
+        sdc_tape_record(c->tape, &op);
+    }
     return out;
 }
 

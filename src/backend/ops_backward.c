@@ -64,14 +64,28 @@ void sdc_op_layer_norm_backward(sdc_ctx *c, sdc_tensor *dx, sdc_tensor *dgamma, 
 void sdc_op_attention_backward(sdc_ctx *c, sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
                                const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v, int heads, float scale,
                                int causal) {
+    sdc_op_attention_backward_saved(c, dq, dk, dv, dout, q, k, v, NULL, NULL, heads, scale, causal);
+}
+
+void sdc_op_attention_backward_saved(sdc_ctx *c, sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv,
+                                     const sdc_tensor *dout, const sdc_tensor *q, const sdc_tensor *k,
+                                     const sdc_tensor *v, const sdc_tensor *out, const float *lse, int heads,
+                                     float scale, int causal) {
     SDC_ASSERT(c->be->attention_backward && q->ndim == 3 && k->ndim == 3 && v->ndim == 3);
     SDC_ASSERT(sdc_tensor_same_shape(k, v) && q->shape[0] == k->shape[0] && q->shape[2] == k->shape[2]);
     SDC_ASSERT(heads > 0 && q->shape[2] % heads == 0 && sdc_tensor_same_shape(dout, q));
     same_shape_or_null(dq, q);
     same_shape_or_null(dk, k);
     same_shape_or_null(dv, v);
-    SDC_PROF(c, "attention_backward", c->be->attention_backward(dq, dk, dv, dout, q, k, v, q->shape[0], q->shape[1], k->shape[1], heads,
-                              q->shape[2] / heads, scale, causal));
+    const int64_t B = q->shape[0], Tq = q->shape[1], Tk = k->shape[1], D = q->shape[2] / heads;
+    if (out && lse && c->be->attention_backward_saved) {
+        SDC_ASSERT(sdc_tensor_same_shape(out, q));
+        SDC_PROF(c, "attention_backward",
+                 c->be->attention_backward_saved(dq, dk, dv, dout, q, k, v, out, lse, B, Tq, Tk, heads, D, scale, causal));
+    } else {
+        SDC_PROF(c, "attention_backward",
+                 c->be->attention_backward(dq, dk, dv, dout, q, k, v, B, Tq, Tk, heads, D, scale, causal));
+    }
 }
 
 void sdc_op_act_backward(sdc_ctx *c, sdc_tensor *dx, const sdc_tensor *dy, const sdc_tensor *x, sdc_act act) {

@@ -38,6 +38,12 @@ void sdc_op_layer_norm_backward(sdc_ctx *c, sdc_tensor *dx, sdc_tensor *dgamma, 
 void sdc_op_attention_backward(sdc_ctx *c, sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
                                const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v, int heads, float scale,
                                int causal);
+/* The same given the forward's out and its row statistics lse (from
+ * sdc_op_attention under a tape; NULL: recomputed), on backends that take them. */
+void sdc_op_attention_backward_saved(sdc_ctx *c, sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv,
+                                     const sdc_tensor *dout, const sdc_tensor *q, const sdc_tensor *k,
+                                     const sdc_tensor *v, const sdc_tensor *out, const float *lse, int heads,
+                                     float scale, int causal);
 /* dx = dy·act'(x), all one shape (dx may alias dy) */
 void sdc_op_act_backward(sdc_ctx *c, sdc_tensor *dx, const sdc_tensor *dy, const sdc_tensor *x, sdc_act act);
 /* x, dx [..., 2F]; dy [..., F] */

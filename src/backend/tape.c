@@ -335,7 +335,7 @@ static sdc_status backward_op(sdc_ctx *c, sdc_tape *t, size_t i, sdc_error *err)
         int ak = wy && assigns(c, fresh, 1, &gy, gy.dtype == c->dtype);
         int av = wz && assigns(c, fresh, 2, &gz, gz.dtype == c->dtype);
         sdc_tensor dq = aq ? gx : temp_like(c, x), dk = ak ? gy : temp_like(c, y), dv = av ? gz : temp_like(c, z);
-        sdc_op_attention_backward(c, &dq, &dk, &dv, &g, x, y, z, op->i0, op->f0, op->i1);
+        sdc_op_attention_backward_saved(c, &dq, &dk, &dv, &g, x, y, z, &op->out, op->lse, op->i0, op->f0, op->i1);
         if (wx && !aq) accumulate(c, &gx, &dq);
         if (wy && !ak) accumulate(c, &gy, &dk);
         if (wz && !av) accumulate(c, &gz, &dv);

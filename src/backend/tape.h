@@ -67,6 +67,7 @@ typedef struct sdc_tape_op {
     int64_t n;
     sdc_checkpoint_fn fn;  /* checkpoint: the module call to redo */
     const void *module;
+    const float *lse;      /* attention: the forward's row statistics (arena), or NULL: recomputed */
 } sdc_tape_op;
 
 #define SDC_TAPE_MAX_STORES 4

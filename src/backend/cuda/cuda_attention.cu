@@ -100,16 +100,18 @@ static float *attn_scratch(size_t nfloats) {
     return buf;
 }
 
-extern "C" void sdc_cuda_attention(sdc_tensor *out, const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v,
-                                   int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim, float scale,
-                                   int causal) {
-    if (head_dim > ATTN_MAX_D) {
+// out = attention(q, k, v); lse (when not NULL, B·H·Tq floats): each row's
+// lse2, which the backward then takes instead of recomputing it.
+static void attention_fwd(sdc_tensor *out, float *lse, const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v,
+                          int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim, float scale, int causal) {
+    if (head_dim > ATTN_MAX_D) { // no row statistics there: its backward recomputes
         sdc_cuda_attention_wide(out, q, k, v, B, Tq, Tk, heads, head_dim, scale, causal);
         return;
     }
     attn_args a = attn_make_args(q, k, v, B, Tq, Tk, heads, head_dim, scale, causal);
     SDC_ASSERT(out->dtype == q->dtype);
     a.out = out->data;
+    a.lse = lse;
     attn_plan p = attn_choose(q->dtype, a);
     if (p.tc)
         attn_fwd_tc(a, q->dtype, p.dp, false);
@@ -117,17 +119,47 @@ extern "C" void sdc_cuda_attention(sdc_tensor *out, const sdc_tensor *q, const s
         attn_fwd_generic(a, q->dtype, false);
 }
 
-extern "C" void sdc_cuda_attention_backward(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
-                                            const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v, int64_t B,
-                                            int64_t Tq, int64_t Tk, int heads, int64_t head_dim, float scale,
-                                            int causal) {
+extern "C" void sdc_cuda_attention(sdc_tensor *out, const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v,
+                                   int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim, float scale,
+                                   int causal) {
+    attention_fwd(out, NULL, q, k, v, B, Tq, Tk, heads, head_dim, scale, causal);
+}
+
+extern "C" void sdc_cuda_attention_lse(sdc_tensor *out, float *lse, const sdc_tensor *q, const sdc_tensor *k,
+                                       const sdc_tensor *v, int64_t B, int64_t Tq, int64_t Tk, int heads,
+                                       int64_t head_dim, float scale, int causal) {
+    attention_fwd(out, lse, q, k, v, B, Tq, Tk, heads, head_dim, scale, causal);
+}
+
+// δ_i = dO_i·O_i for every (b, i, h) row, one warp a row, from the stored
+// output: the statistics pass without its two products.
+template <typename T> __global__ void attn_delta_kernel(attn_args a, const T *o) {
+    const int64_t rows = (int64_t)a.B * a.Tq * a.H;
+    const int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x & 31;
+    if (w >= rows) return; // whole warps leave together
+    const int h = (int)(w % a.H), i = (int)(w / a.H % a.Tq), b = (int)(w / ((int64_t)a.H * a.Tq));
+    const size_t row = attn_row(a, b, a.Tq, i, h);
+    const T *go = (const T *)a.dout;
+    float acc = 0.0f;
+    for (int d = lane; d < a.D; d += 32) acc = fmaf(sdc_ld(go, row + d), sdc_ld(o, row + d), acc);
+    acc = attn_warp_sum(acc);
+    if (lane == 0) a.delta[attn_stat(a, b, h, i)] = acc;
+}
+
+// The backward; with out and lse from the forward (attention_lse), δ comes
+// from the stored output and the statistics pass is skipped.
+static void attention_bwd(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
+                          const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v, const sdc_tensor *out,
+                          const float *lse, int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim,
+                          float scale, int causal) {
     if (!dq && !dk && !dv) return;
     if (head_dim > ATTN_MAX_D) {
         sdc_cuda_attention_wide_backward(dq, dk, dv, dout, q, k, v, B, Tq, Tk, heads, head_dim, scale, causal);
         return;
     }
     attn_args a = attn_make_args(q, k, v, B, Tq, Tk, heads, head_dim, scale, causal);
-    SDC_ASSERT(dout->dtype == q->dtype);
+    SDC_ASSERT(dout->dtype == q->dtype && (!out || out->dtype == q->dtype));
     SDC_ASSERT((!dq || dq->dtype == q->dtype) && (!dk || dk->dtype == q->dtype) && (!dv || dv->dtype == q->dtype));
     a.dout = dout->data;
     a.dq = dq ? dq->data : NULL;
@@ -137,14 +169,41 @@ extern "C" void sdc_cuda_attention_backward(sdc_tensor *dq, sdc_tensor *dk, sdc_
     if (p.tc && (dk || dv)) a.nsplit = attn_bwd_tc_nsplit(a, p.dp);
     const size_t rows = (size_t)B * heads * Tq;
     const size_t part = a.nsplit > 1 ? 2 * (size_t)a.nsplit * B * Tk * a.HD : 0;
-    a.lse = attn_scratch(2 * rows + part);
-    a.delta = a.lse + rows;
+    const bool saved = out && lse;
+    float *scratch = attn_scratch((saved ? 1 : 2) * rows + part);
+    a.lse = saved ? (float *)lse : scratch;
+    a.delta = saved ? scratch : scratch + rows;
     a.part = part ? a.delta + rows : NULL;
-    if (p.tc) {
+    if (saved) {
+        const unsigned threads = 256;
+        const size_t blocks = (rows * 32 + threads - 1) / threads;
+        SDC_ASSERT(blocks <= 0x7fffffffu);
+        SDC_DISPATCH_FLOAT(q->dtype, T, {
+            attn_delta_kernel<T><<<(unsigned)blocks, threads, 0, sdc_cuda_stream()>>>(a, (const T *)out->data);
+            CUDA_LAUNCH_CHECK();
+        });
+    } else if (p.tc) {
         attn_fwd_tc(a, q->dtype, p.dp, true);
-        attn_bwd_tc(a, q->dtype, p.dp);
     } else {
         attn_fwd_generic(a, q->dtype, true);
-        attn_bwd_generic(a, q->dtype);
     }
+    if (p.tc)
+        attn_bwd_tc(a, q->dtype, p.dp);
+    else
+        attn_bwd_generic(a, q->dtype);
+}
+
+extern "C" void sdc_cuda_attention_backward(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
+                                            const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v, int64_t B,
+                                            int64_t Tq, int64_t Tk, int heads, int64_t head_dim, float scale,
+                                            int causal) {
+    attention_bwd(dq, dk, dv, dout, q, k, v, NULL, NULL, B, Tq, Tk, heads, head_dim, scale, causal);
+}
+
+extern "C" void sdc_cuda_attention_backward_saved(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv,
+                                                  const sdc_tensor *dout, const sdc_tensor *q, const sdc_tensor *k,
+                                                  const sdc_tensor *v, const sdc_tensor *out, const float *lse,
+                                                  int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim,
+                                                  float scale, int causal) {
+    attention_bwd(dq, dk, dv, dout, q, k, v, out, lse, B, Tq, Tk, heads, head_dim, scale, causal);
 }

@@ -110,6 +110,7 @@ __global__ void __launch_bounds__(G_THREADS) fwd_generic_kernel(attn_args a) {
                 const int d = lane + 32 * t;
                 if (d < D) sdc_st((T *)a.out, row + d, acc[r][t] * inv);
             }
+            if (a.lse && lane == 0) a.lse[attn_stat(a, b, h, i)] = m[r] + log2f(l); // for the backward
         } else {
             float dd = 0.0f; // δ_i = dO_i·O_i
 #pragma unroll
@@ -317,6 +318,10 @@ __global__ void __launch_bounds__(TC_THREADS) fwd_tc_kernel(attn_args a) {
             if (row0 < a.Tq) d0 += sdc_ld(go, r0 + col) * o[n][0] * inv0 + sdc_ld(go, r0 + col + 1) * o[n][1] * inv0;
             if (row1 < a.Tq) d1 += sdc_ld(go, r1 + col) * o[n][2] * inv1 + sdc_ld(go, r1 + col + 1) * o[n][3] * inv1;
         }
+    }
+    if (!STATS && a.lse && t4 == 0) { // the forward's row statistics, for the backward
+        if (row0 < a.Tq) a.lse[attn_stat(a, b, h, row0)] = m0 + log2f(l0);
+        if (row1 < a.Tq) a.lse[attn_stat(a, b, h, row1)] = m1 + log2f(l1);
     }
     if (STATS) {
         d0 = attn_quad_sum(d0), d1 = attn_quad_sum(d1);

@@ -42,6 +42,13 @@ void sdc_cuda_attention(sdc_tensor *out, const sdc_tensor *q, const sdc_tensor *
 void sdc_cuda_attention_backward(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
                                  const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v, int64_t B, int64_t Tq,
                                  int64_t Tk, int heads, int64_t head_dim, float scale, int causal);
+void sdc_cuda_attention_lse(sdc_tensor *out, float *lse, const sdc_tensor *q, const sdc_tensor *k,
+                            const sdc_tensor *v, int64_t B, int64_t Tq, int64_t Tk, int heads, int64_t head_dim,
+                            float scale, int causal);
+void sdc_cuda_attention_backward_saved(sdc_tensor *dq, sdc_tensor *dk, sdc_tensor *dv, const sdc_tensor *dout,
+                                       const sdc_tensor *q, const sdc_tensor *k, const sdc_tensor *v,
+                                       const sdc_tensor *out, const float *lse, int64_t B, int64_t Tq, int64_t Tk,
+                                       int heads, int64_t head_dim, float scale, int causal);
 
 /* cuda_attention_wide.cu: head_dim > 256 (the VAE's 512-channel single
  * head), through matrix products; called by the two above */
