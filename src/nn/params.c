@@ -185,6 +185,10 @@ void sdc_params_sync_device(sdc_params *p) {
     }
 }
 
+void sdc_params_refresh_compute(sdc_params *p) {
+    if (p->be && p->master && p->dev != p->master) p->be->cast(p->dev, p->dev_dtype, p->master, SDC_F32, p->total);
+}
+
 /* Frees the device buffers and (rebind) points the slots at the host copy;
  * not while freeing: the modules holding the slots may be gone already. */
 static void release_device(sdc_params *p, int rebind) {

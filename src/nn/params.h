@@ -102,6 +102,9 @@ void sdc_params_sync_host(sdc_params *p);
 /* Host → device: p->data into the master and compute weights (after a
  * checkpoint was read into p->data). */
 void sdc_params_sync_device(sdc_params *p);
+/* Master → compute weights on the device (after the fp32 master weights
+ * were overwritten there, e.g. by the EMA); a no-op when they are one buffer. */
+void sdc_params_refresh_compute(sdc_params *p);
 /* Back to the host for good: sync, free the device buffers (gradients
  * too), slots rebound to p->data in fp32. */
 void sdc_params_to_host(sdc_params *p);

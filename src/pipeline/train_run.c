@@ -469,7 +469,10 @@ static sdc_status save_outputs(run *r, sdc_error *err) {
     const sdc_train_args *a = r->a;
     char path[4096];
     /* the scripts save the EMA weights */
-    if (r->t.o.use_ema) sdc_ema_copy_to(&r->t.ema, sdc_params_master(&r->sd.unet->params));
+    if (r->t.o.use_ema) {
+        sdc_ema_copy_to(&r->t.ema, sdc_params_master(&r->sd.unet->params));
+        sdc_params_refresh_compute(&r->sd.unet->params); /* the final validation renders them too */
+    }
     for (int i = 0; i < r->nstores; i++) sdc_params_sync_host(r->stores[i]);
     if (r->lora) {
         const char *fmt = a->lora_format ? a->lora_format : "diffusers";
@@ -1053,7 +1056,10 @@ static sdc_status train(run *r, sdc_error *err) {
     /* save_outputs put the EMA weights in place on rank 0 (the scripts save
      * and validate those); the other ranks render with the same (gathered
      * above, whole on every rank) */
-    if (st == SDC_OK && !lead && r->t.o.use_ema) sdc_ema_copy_to(&r->t.ema, sdc_params_master(&r->sd.unet->params));
+    if (st == SDC_OK && !lead && r->t.o.use_ema) {
+        sdc_ema_copy_to(&r->t.ema, sdc_params_master(&r->sd.unet->params));
+        sdc_params_refresh_compute(&r->sd.unet->params);
+    }
     st = sdc_dist_agree(&r->dist, st, err, NULL); /* rank 0 may have failed to save: none waits in validate */
     if (st == SDC_OK) st = validate(r, err);
     r->a = a;
