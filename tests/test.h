@@ -81,5 +81,7 @@ const char *test_tmpdir(void);
 int run_sdc(const char *args, char *out, size_t cap);
 /* The number of lines of a text file (newlines counted), or −1 if unreadable. */
 int test_count_lines(const char *path);
+/* Why two MPI processes of ./sdc cannot run here, or NULL when they can. */
+const char *mpi_unavailable(void);
 
 #endif

@@ -313,15 +313,6 @@ static double file_rel_diff(const char *p1, const char *p2) {
     return ok ? sqrt(num / (den > 0 ? den : 1)) : -1;
 }
 
-/* Why two MPI processes cannot run here, or NULL when they can. */
-static const char *mpi_unavailable(void) {
-    char log[8192];
-    if (run_sdc("version", log, sizeof log) != 0 || !strstr(log, "MPI: yes")) return "sdc built without MPI";
-    if (system("mpirun --allow-run-as-root --oversubscribe -np 2 true >/dev/null 2>&1") != 0)
-        return "mpirun cannot start 2 processes here";
-    return NULL;
-}
-
 /* Data parallel over MPI: 2 processes × batch 1 end with the same weights
  * as 1 process × batch 2. Adam's ε is set large here: with the default 1e-8
  * Adam turns rounding-level gradient differences on near-zero gradients

@@ -22,13 +22,19 @@
 
 #define MPIRUN "OMP_NUM_THREADS=1 timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2 "
 
-/* Why two MPI processes cannot run here, or NULL when they can. */
-static const char *mpi_unavailable(void) {
-    char log[8192];
-    if (run_sdc("version", log, sizeof log) != 0 || !strstr(log, "MPI: yes")) return "sdc built without MPI";
-    if (system("mpirun --allow-run-as-root --oversubscribe -np 2 true >/dev/null 2>&1") != 0)
-        return "mpirun cannot start 2 processes here";
-    return NULL;
+/* A log's text (malloc'd), or NULL when it cannot be read. */
+static char *read_log(const char *path) {
+    char *text = NULL;
+    size_t n = 0;
+    sdc_error err = {0};
+    return sdc_read_file(path, &text, &n, &err) == SDC_OK ? text : NULL;
+}
+
+/* How many times needle occurs in text. */
+static int occurrences(const char *text, const char *needle) {
+    int count = 0;
+    for (const char *p = text; (p = strstr(p, needle)) != NULL; p++) count++;
+    return count;
 }
 
 /* 1: equal contents, 0: different, −1: a file is missing. */
@@ -151,14 +157,10 @@ TEST(train_validation_failure_on_rank0_stops_every_rank) {
     int rc = system(cmd);
     CHECK_MSG(rc != 0 && !(WIFEXITED(rc) && WEXITSTATUS(rc) == 124), "mpirun: status %d (124: hung)", rc);
     snprintf(path, sizeof path, "%s.log", a);
-    char *text = NULL;
-    size_t n = 0;
-    sdc_error err = {0};
-    REQUIRE_OK(sdc_read_file(path, &text, &n, &err), &err);
+    char *text = read_log(path);
+    REQUIRE(text);
     /* both ranks report rank 0's cause */
-    int count = 0;
-    for (const char *p = text; (p = strstr(p, "error: validation on rank 0: ")) != NULL; p++) count++;
-    CHECK_MSG(count == 2 && strstr(text, "samples"), "%s", text);
+    CHECK_MSG(occurrences(text, "error: validation on rank 0: ") == 2 && strstr(text, "samples"), "%s", text);
     free(text);
 }
 
@@ -197,12 +199,8 @@ TEST(train_validation_dist_agree_and_gather_two_ranks) {
     snprintf(cmd, sizeof cmd, "ASAN_OPTIONS=detect_leaks=0 " MPIRUN "%s train_validation_dist_agree_and_gather_two_ranks > %s 2>&1",
              exe, path);
     int rc = system(cmd);
-    char *text = NULL;
-    size_t n = 0;
-    sdc_error err = {0};
-    REQUIRE_OK(sdc_read_file(path, &text, &n, &err), &err);
-    int ok = 0;
-    for (const char *p = text; (p = strstr(p, "1 passed, 0 failed")) != NULL; p++) ok++;
-    CHECK_MSG(rc == 0 && ok == 2, "status %d:\n%s", rc, text);
+    char *text = read_log(path);
+    REQUIRE(text);
+    CHECK_MSG(rc == 0 && occurrences(text, "1 passed, 0 failed") == 2, "status %d:\n%s", rc, text);
     free(text);
 }
