@@ -27,7 +27,10 @@ bench_setup() {
     exit 1
   fi
   BINDIR=$(dirname "$BIN")
-  export LD_LIBRARY_PATH="$D/lib:$BINDIR/lib:$NV/cudnn/lib:$NV/nccl/lib:${LD_LIBRARY_PATH:-}"
+  # NVRTC (cuDNN compiles its attention kernels with it) from the CUDA wheel,
+  # alone: the wheel's other libraries would shadow the toolkit's
+  mkdir -p /tmp/sdc-nvrtc && ln -sf $NV/cu13/lib/libnvrtc* /tmp/sdc-nvrtc/ 2>/dev/null
+  export LD_LIBRARY_PATH="$D/lib:$BINDIR/lib:$NV/cudnn/lib:$NV/nccl/lib:/tmp/sdc-nvrtc:${LD_LIBRARY_PATH:-}"
   export SDC_NCCL_LIB=${SDC_NCCL_LIB:-$NV/nccl/lib/libnccl.so.2}
   # never NVLink multicast on these shared hosts
   export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1

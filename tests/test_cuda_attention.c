@@ -1,8 +1,9 @@
 /* CUDA attention and attention_backward against the CPU backend (the fp32
  * reference), on the same random inputs rounded to the tested dtype first,
  * so only the GPU's own rounding and summation order differ. Every case
- * runs F32, BF16 and F16; BF16 and F16 run both kernel families: the
- * default choice (tensor cores where D allows) and, with
+ * runs F32, BF16 and F16; BF16 and F16 run three ways: the default choice
+ * (cuDNN's fused forward where it has a plan, else sdc's tensor-core
+ * kernels where D allows), sdc's own kernels (SDC_CUDA_ATTN=sdc) and, with
  * SDC_CUDA_ATTN=generic, the CUDA-core kernels. Gradient buffers start
  * from garbage, so assignment (not +=) is checked.
  *
@@ -153,6 +154,8 @@ static void run_all(const attn_case *cases, int ncases, int repeat) {
             unsetenv("SDC_CUDA_ATTN");
             run_case(be, &cases[ci], dts[d], "default", repeat);
             if (dts[d] == SDC_F32) continue; /* F32 is always generic */
+            setenv("SDC_CUDA_ATTN", "sdc", 1); /* sdc's own tensor-core forward, not cuDNN's */
+            run_case(be, &cases[ci], dts[d], "sdc", repeat);
             setenv("SDC_CUDA_ATTN", "generic", 1);
             run_case(be, &cases[ci], dts[d], "generic", repeat);
         }

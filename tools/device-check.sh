@@ -7,7 +7,10 @@ set -u
 NV=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
 D=/tmp/sdc-dev
 rm -rf $D && mkdir -p $D && tar -C $D -xJf .devbin/sdc-dev.tar.xz || exit 1
-export LD_LIBRARY_PATH="$D/lib:$NV/cudnn/lib:$NV/nccl/lib:${LD_LIBRARY_PATH:-}"
+# NVRTC (cuDNN compiles its attention kernels with it) from the CUDA wheel,
+# alone: the wheel's other libraries would shadow the toolkit's
+mkdir -p /tmp/sdc-nvrtc && ln -sf $NV/cu13/lib/libnvrtc* /tmp/sdc-nvrtc/ 2>/dev/null
+export LD_LIBRARY_PATH="$D/lib:$NV/cudnn/lib:$NV/nccl/lib:/tmp/sdc-nvrtc:${LD_LIBRARY_PATH:-}"
 export NCCL_NVLS_ENABLE=0
 cp $D/sdc ./sdc
 OUT=${OUT:-/tmp}

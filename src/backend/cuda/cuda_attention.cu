@@ -40,10 +40,20 @@ struct attn_plan {
     int dp;  // D rounded up to 16 (tc only)
 };
 
-// SDC_CUDA_ATTN=generic forces the generic kernels (to compare the paths).
+// SDC_CUDA_ATTN=generic forces the generic kernels, =sdc sdc's own kernels
+// (not cuDNN's forward), to compare the paths.
 static bool attn_force_generic(void) {
     const char *e = getenv("SDC_CUDA_ATTN");
     return e && strcmp(e, "generic") == 0;
+}
+static bool attn_force_own(void) {
+    const char *e = getenv("SDC_CUDA_ATTN");
+    return e && (strcmp(e, "sdc") == 0 || strcmp(e, "generic") == 0);
+}
+
+// x[i] *= s (cuDNN's natural-log row statistic into sdc's base-2 one)
+__global__ void attn_scale_kernel(float *x, size_t n, float s) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) x[i] *= s;
 }
 
 static bool attn_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -113,6 +123,23 @@ static void attention_fwd(sdc_tensor *out, float *lse, const sdc_tensor *q, cons
     a.out = out->data;
     a.lse = lse;
     attn_plan p = attn_choose(q->dtype, a);
+#ifdef SDC_WITH_CUDNN
+    // cuDNN's fused forward where it has a plan (tensor-core shapes, no
+    // causal mask); it always writes the row statistics, so the output is
+    // the same whether the caller keeps them or not
+    if (p.tc && !causal && !attn_force_own()) {
+        const size_t rows = (size_t)B * heads * Tq;
+        float *st = lse ? lse : attn_scratch(rows);
+        if (attn_cudnn_fwd(a, q->dtype, st)) {
+            if (lse) {
+                attn_scale_kernel<<<sdc_cuda_blocks(rows, 256), 256, 0, sdc_cuda_stream()>>>(lse, rows,
+                                                                                         1.4426950408889634f);
+                CUDA_LAUNCH_CHECK();
+            }
+            return;
+        }
+    }
+#endif
     if (p.tc)
         attn_fwd_tc(a, q->dtype, p.dp, false);
     else

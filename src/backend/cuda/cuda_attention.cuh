@@ -42,6 +42,11 @@ void attn_fwd_generic(const attn_args &a, sdc_dtype dt, bool stats);
 void attn_fwd_tc(const attn_args &a, sdc_dtype dt, int dp, bool stats);
 void attn_bwd_generic(const attn_args &a, sdc_dtype dt);
 void attn_bwd_tc(const attn_args &a, sdc_dtype dt, int dp);
+#ifdef SDC_WITH_CUDNN
+// The forward through cuDNN's fused SDPA (cuda_attention_cudnn.cu): out, and
+// each row's natural log-sum-exp into stats; false when the shape has no plan.
+bool attn_cudnn_fwd(const attn_args &a, sdc_dtype dt, float *stats);
+#endif
 // How many splits attn_bwd_tc will use for dK/dV (part needs 2·nsplit·B·Tk·H·D floats when > 1).
 int attn_bwd_tc_nsplit(const attn_args &a, int dp);
 
