@@ -620,7 +620,7 @@ static sdc_status validate(run *r, sdc_error *err) {
             failed = 1;
             break;
         }
-        sdc_dist_gather(&r->dist, mine, all + (size_t)j * P * bytes, bytes, 0);
+        sdc_dist_gather(&r->dist, mine, root ? all + (size_t)j * P * bytes : NULL, bytes, 0); /* recv: root only */
         for (int q = 0; root && st == SDC_OK && q < P && j * P + q < n; q++) {
             const int k = j * P + q;
             const sdc_txt2img_opts o = validation_opts(r, k);
