@@ -341,6 +341,31 @@ TEST(train_run_mpi_two_ranks_equal_one_rank_double_batch) {
     CHECK_MSG(rel >= 0 && rel <= 1e-6, "relative difference %.3g", rel);
 }
 
+/* --scale_lr as the scripts: lr × batch × accumulation × processes; on 2
+ * processes with batch 1 and accumulation 2, 1e-4 becomes 4e-4 (the
+ * logged lr, constant schedule). A run that left the processes out logs 2e-4. */
+TEST(train_run_scale_lr_counts_the_processes) {
+    char cmd[4096], out[512], path[1100];
+    const char *why = mpi_unavailable();
+    if (why) SKIP(why);
+    snprintf(out, sizeof out, "%s/scaled", test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 2 ./sdc train "
+             "--pretrained_model_name_or_path tests/data/tiny-sd --train_data_dir tests/data/datasets/imagefolder "
+             "--resolution 16 --max_train_steps 1 --rank 4 --learning_rate 1e-4 --scale_lr --lr_scheduler constant "
+             "--lr_warmup_steps 0 --train_batch_size 1 --gradient_accumulation_steps 2 --output_dir %s > %s.log 2>&1",
+             out, out);
+    REQUIRE_MSG(system(cmd) == 0, "mpirun failed (see %s.log)", out);
+    snprintf(path, sizeof path, "%s/logs/metrics.jsonl", out);
+    char *text = NULL;
+    size_t n = 0;
+    sdc_error err = {0};
+    REQUIRE_OK(sdc_read_file(path, &text, &n, &err), &err);
+    const char *lr = strstr(text, "\"lr\": ");
+    CHECK_MSG(lr && fabs(strtod(lr + 6, NULL) - 4e-4) < 1e-12, "%s", text);
+    free(text);
+}
+
 /* ZeRO-1 over MPI on the CPU, full fine-tune with EMA, clipping and two
  * accumulation micro-steps: a run checkpointed by one process at step 2 and
  * resumed by two processes with sharded moments (batch 1 each: the same

@@ -186,7 +186,9 @@ static sdc_status set_up_training(run *r, sdc_error *err) {
     o.gradient_checkpointing = a->gradient_checkpointing;
     sdc_adamw_hparams_default(&o.adam);
     o.adam.lr = a->learning_rate;
-    if (a->scale_lr) o.adam.lr = sdc_scale_lr(a->learning_rate, a->gradient_accumulation_steps, a->train_batch_size, 1);
+    /* as the scripts: × batch × accumulation × processes */
+    if (a->scale_lr)
+        o.adam.lr = sdc_scale_lr(a->learning_rate, a->gradient_accumulation_steps, a->train_batch_size, r->dist.size);
     o.adam.beta1 = a->adam_beta1;
     o.adam.beta2 = a->adam_beta2;
     o.adam.weight_decay = a->adam_weight_decay;
