@@ -341,6 +341,18 @@ TEST(train_run_mpi_two_ranks_equal_one_rank_double_batch) {
     CHECK_MSG(rel >= 0 && rel <= 1e-6, "relative difference %.3g", rel);
 }
 
+/* An image folder's one image column is "image" (datasets' imagefolder);
+ * the scripts refuse any other --image_column, and so does sdc, by name. */
+TEST(train_run_rejects_an_image_column_the_folder_lacks) {
+    char cmd[2048], log[4096];
+    snprintf(cmd, sizeof cmd,
+             "train --pretrained_model_name_or_path tests/data/tiny-sd --train_data_dir tests/data/datasets/imagefolder "
+             "--image_column img --max_train_steps 1 --output_dir %s/ic",
+             test_tmpdir());
+    CHECK(run_sdc(cmd, log, sizeof log) != 0);
+    CHECK_MSG(strstr(log, "--image_column img") && strstr(log, "\"image\""), "%s", log);
+}
+
 /* --scale_lr as the scripts: lr × batch × accumulation × processes; on 2
  * processes with batch 1 and accumulation 2, 1e-4 becomes 4e-4 (the
  * logged lr, constant schedule). A run that left the processes out logs 2e-4. */

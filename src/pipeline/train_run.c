@@ -128,6 +128,13 @@ static sdc_status load_data(run *r, sdc_error *err) {
     } else {
         const char *dir = a->train_data_dir ? a->train_data_dir : a->dataset_name;
         if (!dir) return sdc_fail(err, SDC_EINVAL, "no training data: give --train_data_dir, --dataset_name or --instance_data_dir");
+        /* an imagefolder (as datasets loads it) has one image column, "image",
+         * filled from metadata.jsonl's file_name: the scripts refuse other names */
+        if (a->image_column && strcmp(a->image_column, "image") != 0)
+            return sdc_fail(err, SDC_EINVAL,
+                            "--image_column %s: %s is an image folder, whose image column is \"image\" (its "
+                            "metadata.jsonl names the files in \"file_name\")",
+                            a->image_column, dir);
         char meta[4096];
         snprintf(meta, sizeof meta, "%s/metadata.jsonl", dir);
         /* imagefolder with metadata.jsonl; otherwise kohya's caption files
