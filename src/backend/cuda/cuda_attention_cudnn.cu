@@ -11,7 +11,6 @@
 // per shape, from the heuristics' first deterministic engine that finalizes;
 // a shape without one (or an older cuDNN) is remembered and runs sdc's kernel.
 #ifdef SDC_WITH_CUDNN
-#include <cudnn.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,16 +42,6 @@ struct sdpa_plan {
 
 sdpa_plan **g_plans;
 int g_n, g_cap;
-
-cudnnHandle_t handle(void) {
-    static cudnnHandle_t h;
-    if (!h) {
-        if (cudnnCreate(&h) != CUDNN_STATUS_SUCCESS) sdc_cuda_fatal("cudnnCreate", "failed", __FILE__, __LINE__);
-        if (cudnnSetStream(h, sdc_cuda_stream()) != CUDNN_STATUS_SUCCESS)
-            sdc_cuda_fatal("cudnnSetStream", "failed", __FILE__, __LINE__);
-    }
-    return h;
-}
 
 desc_t make(sdpa_plan *p, cudnnBackendDescriptorType_t type) {
     desc_t d = nullptr;
@@ -111,7 +100,7 @@ desc_t op_graph(sdpa_plan *p) {
     TRY(cudnnBackendFinalize(op));
     desc_t g = make(p, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
     if (!g) return nullptr;
-    cudnnHandle_t h = handle();
+    cudnnHandle_t h = sdc_cuda_cudnn();
     TRY(cudnnBackendSetAttribute(g, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op));
     TRY(cudnnBackendSetAttribute(g, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h));
     TRY(cudnnBackendFinalize(g));
@@ -150,7 +139,7 @@ void build(sdpa_plan *p) {
     p->ok = false;
     desc_t g = op_graph(p);
     if (!g) return;
-    cudnnHandle_t h = handle();
+    cudnnHandle_t h = sdc_cuda_cudnn();
     desc_t heur = nullptr;
     if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur)) return;
     cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
@@ -237,7 +226,7 @@ bool attn_cudnn_fwd(const attn_args &a, sdc_dtype dt, float *stats) {
         !(st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 6, ptr)) &&
         !(st = cudnnBackendSetAttribute(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws)) &&
         !(st = cudnnBackendFinalize(vp)))
-        st = cudnnBackendExecute(handle(), p->plan, vp);
+        st = cudnnBackendExecute(sdc_cuda_cudnn(), p->plan, vp);
     if (vp) cudnnBackendDestroyDescriptor(vp);
     if (st != CUDNN_STATUS_SUCCESS)
         sdc_cuda_fatal("cudnnBackendExecute (attention)", cudnnGetErrorString(st), __FILE__, __LINE__);

@@ -48,6 +48,18 @@ cublasLtHandle_t sdc_cuda_cublaslt(void) {
     return h;
 }
 
+#ifdef SDC_WITH_CUDNN
+cudnnHandle_t sdc_cuda_cudnn(void) {
+    static cudnnHandle_t h;
+    if (!h) {
+        cudnnStatus_t st = cudnnCreate(&h);
+        if (st == CUDNN_STATUS_SUCCESS) st = cudnnSetStream(h, sdc_cuda_stream());
+        if (st != CUDNN_STATUS_SUCCESS) sdc_cuda_fatal("cudnnCreate", cudnnGetErrorString(st), __FILE__, __LINE__);
+    }
+    return h;
+}
+#endif
+
 void *sdc_cuda_workspace(int slot, size_t nbytes) {
     static void *buf[SDC_CUDA_WS_SLOTS];
     static size_t cap[SDC_CUDA_WS_SLOTS];

@@ -22,6 +22,10 @@
 
 #include "backend/backend.h"
 
+#ifdef SDC_WITH_CUDNN
+#include <cudnn.h>
+#endif
+
 [[noreturn]] void sdc_cuda_fatal(const char *what, const char *msg, const char *file, int line);
 
 #define CUDA_CHECK(call)                                                                   \
@@ -43,6 +47,11 @@ void sdc_cuda_after_launch(const char *file, int line);
 // The process's stream (created on first use, non-blocking).
 cudaStream_t sdc_cuda_stream(void);
 cublasLtHandle_t sdc_cuda_cublaslt(void);
+#ifdef SDC_WITH_CUDNN
+// The process's cuDNN handle, bound to sdc_cuda_stream() (created on first
+// use; convolutions and the attention forward share it).
+cudnnHandle_t sdc_cuda_cudnn(void);
+#endif
 // A device scratch buffer of at least nbytes, kept and grown across calls
 // (slot picks one of SDC_CUDA_WS_SLOTS independent buffers). Growing frees
 // the old buffer after a stream sync, so it is for library workspaces and

@@ -471,15 +471,6 @@ bool bwd_filter_gemm(sdc_tensor *dw, const sdc_tensor *dy, const sdc_tensor *x, 
 // depends on the shape only, so the choice does too.
 constexpr size_t kWsMin = (size_t)256 << 20;
 
-cudnnHandle_t cudnn_handle(void) {
-    static cudnnHandle_t h;
-    if (!h) {
-        CUDNN_CHECK(cudnnCreate(&h));
-        CUDNN_CHECK(cudnnSetStream(h, sdc_cuda_stream()));
-    }
-    return h;
-}
-
 int benchmark_mode(void) {
     static int v = -1;
     if (v < 0) {
@@ -622,7 +613,7 @@ void log_choice(const char *dir, const conv_plan *p, const conv_choice &c) {
 // Finds (or looks up in the heuristics) the forward algorithm. In benchmark
 // mode cuDNN runs the candidates on x, w and y (y is overwritten next).
 void choose_fwd(conv_plan *p, const void *x, const void *w, void *y) {
-    cudnnHandle_t h = cudnn_handle();
+    cudnnHandle_t h = sdc_cuda_cudnn();
     cudnnConvolutionFwdAlgoPerf_t r[16];
     int max = 0, n = 0;
     CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max));
@@ -646,7 +637,7 @@ void choose_fwd(conv_plan *p, const void *x, const void *w, void *y) {
 }
 
 void choose_bwd_data(conv_plan *p, const void *w, const void *dy, void *dx) {
-    cudnnHandle_t h = cudnn_handle();
+    cudnnHandle_t h = sdc_cuda_cudnn();
     cudnnConvolutionBwdDataAlgoPerf_t r[16];
     int max = 0, n = 0;
     CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max));
@@ -672,7 +663,7 @@ void choose_bwd_data(conv_plan *p, const void *w, const void *dy, void *dx) {
 // In benchmark mode the candidates write a scratch filter (workspace slot 2),
 // never the accumulating dw.
 void choose_bwd_filter(conv_plan *p, const void *x, const void *dy, size_t filter_bytes) {
-    cudnnHandle_t h = cudnn_handle();
+    cudnnHandle_t h = sdc_cuda_cudnn();
     cudnnConvolutionBwdFilterAlgoPerf_t r[16];
     int max = 0, n = 0;
     CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max));
@@ -708,7 +699,7 @@ bool fwd_cudnn(sdc_tensor *out, const sdc_tensor *x, const sdc_tensor *w, const 
     if (p->fwd.state != CHOICE_CUDNN) return false;
     const float one = 1.0f, zero = 0.0f; // scaling factors are float for float compute
     CUDNN_CHECK(cudnnSetConvolutionMathType(p->cd, p->fwd.math));
-    CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), &one, p->xd, x->data, p->wd, w->data, p->cd,
+    CUDNN_CHECK(cudnnConvolutionForward(sdc_cuda_cudnn(), &one, p->xd, x->data, p->wd, w->data, p->cd,
                                         (cudnnConvolutionFwdAlgo_t)p->fwd.algo, ws_for(p->fwd), p->fwd.ws, &zero,
                                         p->yd, out->data));
     return true;
@@ -721,7 +712,7 @@ bool bwd_data_cudnn(sdc_tensor *dx, const sdc_tensor *dy, const sdc_tensor *w, c
     if (p->bwd_data.state != CHOICE_CUDNN) return false;
     const float one = 1.0f, zero = 0.0f;
     CUDNN_CHECK(cudnnSetConvolutionMathType(p->cd, p->bwd_data.math));
-    CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, p->wd, w->data, p->yd, dy->data, p->cd,
+    CUDNN_CHECK(cudnnConvolutionBackwardData(sdc_cuda_cudnn(), &one, p->wd, w->data, p->yd, dy->data, p->cd,
                                              (cudnnConvolutionBwdDataAlgo_t)p->bwd_data.algo, ws_for(p->bwd_data),
                                              p->bwd_data.ws, &zero, p->xd, dx->data));
     return true;
@@ -738,7 +729,7 @@ bool bwd_filter_cudnn(sdc_tensor *dw, const sdc_tensor *dy, const sdc_tensor *x,
     // fp32: cuDNN adds into dw (β = 1); else it writes the scratch filter
     void *dst = f32 ? dw->data : sdc_cuda_workspace(2, nw * esz);
     CUDNN_CHECK(cudnnSetConvolutionMathType(p->cd, p->bwd_filter.math));
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, p->xd, x->data, p->yd, dy->data, p->cd,
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(sdc_cuda_cudnn(), &one, p->xd, x->data, p->yd, dy->data, p->cd,
                                                (cudnnConvolutionBwdFilterAlgo_t)p->bwd_filter.algo,
                                                ws_for(p->bwd_filter), p->bwd_filter.ws, f32 ? &one : &zero, p->wd,
                                                dst));
