@@ -43,15 +43,21 @@ static sdc_tensor out_of(sdc_ctx *c, sdc_tensor *into, int ndim, const int64_t *
 
 static int64_t last(const sdc_tensor *t) { return t->shape[t->ndim - 1]; }
 
-/* Records an op for backward when the context has a tape. */
-static void rec(sdc_ctx *c, sdc_tape_kind kind, const sdc_tensor *out, const sdc_tensor *a, const sdc_tensor *b,
-                const sdc_tensor *d, int i0, int i1, int i2, float f0, float f1) {
+/* Records an op for backward when the context has a tape; `lse`: what an
+ * attention forward kept for its backward (tape.h), else NULL. */
+static void rec_saved(sdc_ctx *c, sdc_tape_kind kind, const sdc_tensor *out, const sdc_tensor *a, const sdc_tensor *b,
+                      const sdc_tensor *d, int i0, int i1, int i2, float f0, float f1, const float *lse) {
     if (!c->tape) return;
-    sdc_tape_op op = {.kind = kind, .out = *out, .i0 = i0, .i1 = i1, .i2 = i2, .f0 = f0, .f1 = f1};
+    sdc_tape_op op = {.kind = kind, .out = *out, .i0 = i0, .i1 = i1, .i2 = i2, .f0 = f0, .f1 = f1, .lse = lse};
     if (a) op.in[0] = *a;
     if (b) op.in[1] = *b;
     if (d) op.in[2] = *d;
     sdc_tape_record(c->tape, &op);
+}
+
+static void rec(sdc_ctx *c, sdc_tape_kind kind, const sdc_tensor *out, const sdc_tensor *a, const sdc_tensor *b,
+                const sdc_tensor *d, int i0, int i1, int i2, float f0, float f1) {
+    rec_saved(c, kind, out, a, b, d, i0, i1, i2, f0, f1, NULL);
 }
 
 /* Under a tape, an op whose backward reads its input must not overwrite it. */
@@ -121,11 +127,7 @@ sdc_tensor sdc_op_attention(sdc_ctx *c, sdc_tensor *into, const sdc_tensor *q, c
         SDC_PROF(c, "attention", c->be->attention_lse(&out, lse, q, k, v, B, Tq, Tk, heads, D, scale, causal));
     else
         SDC_PROF(c, "attention", c->be->attention(&out, q, k, v, B, Tq, Tk, heads, D, scale, causal));
-    if (c->tape) {
-        sdc_tape_op op = {.kind = SDC_TAPE_ATTENTION, .out = out, .i0 = heads, .i1 = causal, .f0 = scale, .lse = lse};
-        op.in[0] = *q, op.in[1] = *k, op.in[2] = *v;
-        sdc_tape_record(c->tape, &op);
-    }
+    rec_saved(c, SDC_TAPE_ATTENTION, &out, q, k, v, heads, causal, 0, scale, 0, lse);
     return out;
 }
 
