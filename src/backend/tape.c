@@ -152,13 +152,15 @@ static void clear_born(const sdc_ctx *c, const sdc_tape *t, size_t *z, int step)
 
 /* Plans t's activation gradients and takes their pool from the arena
  * (t->plan exists). On failure the status stays in the plan for backward. */
-static sdc_status plan(sdc_tape *t, sdc_arena *arena, const sdc_tensor *seed, sdc_error *err) {
+static sdc_status plan(const sdc_ctx *c, sdc_tape *t, sdc_arena *arena, const sdc_tensor *seed, sdc_error *err) {
     sdc_tape_plan *p = t->plan;
     drop_scratch(t);
     t->pool = NULL;
     t->pool_bytes = 0;
+    double t0 = sdc_prof_on ? sdc_prof_begin(c) : 0;
     sdc_status st = t->failed ? sdc_fail(err, SDC_ENOMEM, "out of memory recording the forward pass")
                               : sdc_tape_plan_build(p, t, seed, err);
+    if (sdc_prof_on) sdc_prof_end(c, "plan activation gradients", t0);
     if (st == SDC_OK) {
         t->pool_bytes = p->pool_bytes;
         if (p->pool_bytes && !(t->pool = sdc_arena_alloc(arena, p->pool_bytes)))
@@ -189,9 +191,7 @@ void sdc_tape_zero_grads(sdc_tape *t, sdc_arena *arena) {
         return;
     }
     const sdc_ctx c = {.be = t->be};
-    double t0 = sdc_prof_on ? sdc_prof_begin(&c) : 0;
-    sdc_status st = plan(t, arena, NULL, &t->plan->err);
-    if (sdc_prof_on) sdc_prof_end(&c, "plan activation gradients", t0);
+    sdc_status st = plan(&c, t, arena, NULL, &t->plan->err);
     size_t z = 0;
     if (st == SDC_OK) clear_born(&c, t, &z, (int)t->n); /* the outputs, before the caller seeds them */
 }
@@ -279,9 +279,7 @@ static sdc_status backward_checkpoint(sdc_ctx *c, sdc_tape *t, const sdc_tape_op
     sdc_tensor y = op->fn(c, op->module, &op->in[0], op->in[1].data ? &op->in[1] : NULL);
     c->tape = NULL;
     SDC_ASSERT(sdc_tensor_numel(&y) == sdc_tensor_numel(g));
-    double t0 = sdc_prof_on ? sdc_prof_begin(c) : 0;
-    sdc_status st = plan(sub, c->arena, &y, err);
-    if (sdc_prof_on) sdc_prof_end(c, "plan activation gradients", t0);
+    sdc_status st = plan(c, sub, c->arena, &y, err);
     if (st == SDC_OK) {
         size_t z = 0;
         clear_born(c, sub, &z, (int)sub->n);
