@@ -477,11 +477,6 @@ static sdc_status micro_batch(run *r, load_job *job, uint64_t micro_index, doubl
 static sdc_status save_outputs(run *r, sdc_error *err) {
     const sdc_train_args *a = r->a;
     char path[4096];
-    /* the scripts save the EMA weights */
-    if (r->t.o.use_ema) {
-        sdc_ema_copy_to(&r->t.ema, sdc_params_master(&r->sd.unet->params));
-        sdc_params_refresh_compute(&r->sd.unet->params); /* the final validation renders them too */
-    }
     for (int i = 0; i < r->nstores; i++) sdc_params_sync_host(r->stores[i]);
     if (r->lora) {
         const char *fmt = a->lora_format ? a->lora_format : "diffusers";
@@ -1061,14 +1056,13 @@ static sdc_status train(run *r, sdc_error *err) {
         return st;
     }
     if (st == SDC_OK) st = sdc_trainer_gather_state(&r->t, err); /* ZeRO-1: the whole weights and EMA */
-    if (st == SDC_OK && lead) st = save_outputs(r, err);
-    /* save_outputs put the EMA weights in place on rank 0 (the scripts save
-     * and validate those); the other ranks render with the same (gathered
-     * above, whole on every rank) */
-    if (st == SDC_OK && !lead && r->t.o.use_ema) {
+    /* the scripts save and validate the EMA weights: every rank puts them in
+     * place (the master weights and the compute copy the renders use) */
+    if (st == SDC_OK && r->t.o.use_ema) {
         sdc_ema_copy_to(&r->t.ema, sdc_params_master(&r->sd.unet->params));
         sdc_params_refresh_compute(&r->sd.unet->params);
     }
+    if (st == SDC_OK && lead) st = save_outputs(r, err);
     st = sdc_dist_agree(&r->dist, st, err, NULL); /* rank 0 may have failed to save: none waits in validate */
     if (st == SDC_OK) st = validate(r, err);
     r->a = a;
