@@ -83,5 +83,8 @@ int run_sdc(const char *args, char *out, size_t cap);
 int test_count_lines(const char *path);
 /* Why two MPI processes of ./sdc cannot run here, or NULL when they can. */
 const char *mpi_unavailable(void);
+/* The prefix of a shell command that runs two ranks (one thread each; a
+ * hang fails after 5 minutes instead of stalling the suite). */
+#define MPIRUN2 "OMP_NUM_THREADS=1 timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2 "
 
 #endif

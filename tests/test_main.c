@@ -125,7 +125,7 @@ int test_count_lines(const char *path) {
 const char *mpi_unavailable(void) {
     char log[8192];
     if (run_sdc("version", log, sizeof log) != 0 || !strstr(log, "MPI: yes")) return "sdc built without MPI";
-    if (system("mpirun --allow-run-as-root --oversubscribe -np 2 true >/dev/null 2>&1") != 0)
+    if (system(MPIRUN2 "true >/dev/null 2>&1") != 0)
         return "mpirun cannot start 2 processes here";
     return NULL;
 }

@@ -329,7 +329,7 @@ TEST(train_run_mpi_two_ranks_equal_one_rank_double_batch) {
     snprintf(cmd, sizeof cmd, "train %s --train_batch_size 2 --output_dir %s", common, out1);
     REQUIRE_MSG(run_sdc(cmd, log, sizeof log) == 0, "%s", log);
     snprintf(cmd, sizeof cmd,
-             "OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 2 ./sdc train %s --train_batch_size 1 "
+             MPIRUN2 "./sdc train %s --train_batch_size 1 "
              "--output_dir %s > %s.log 2>&1",
              common, out2, out2);
     REQUIRE_MSG(system(cmd) == 0, "mpirun failed (see %s.log)", out2);
@@ -362,7 +362,7 @@ TEST(train_run_scale_lr_counts_the_processes) {
     if (why) SKIP(why);
     snprintf(out, sizeof out, "%s/scaled", test_tmpdir());
     snprintf(cmd, sizeof cmd,
-             "OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 2 ./sdc train "
+             MPIRUN2 "./sdc train "
              "--pretrained_model_name_or_path tests/data/tiny-sd --train_data_dir tests/data/datasets/imagefolder "
              "--resolution 16 --max_train_steps 1 --rank 4 --learning_rate 1e-4 --scale_lr --lr_scheduler constant "
              "--lr_warmup_steps 0 --train_batch_size 1 --gradient_accumulation_steps 2 --output_dir %s > %s.log 2>&1",
@@ -399,7 +399,7 @@ TEST(train_run_zero1_two_ranks_resume_equals_one_rank) {
     snprintf(cmd, sizeof cmd, "train %s --train_batch_size 2 --max_train_steps 2 --output_dir %s", common, b);
     REQUIRE_MSG(run_sdc(cmd, log, sizeof log) == 0, "%s", log);
     snprintf(cmd, sizeof cmd,
-             "OMP_NUM_THREADS=1 mpirun --allow-run-as-root --oversubscribe -np 2 ./sdc train %s --train_batch_size 1 "
+             MPIRUN2 "./sdc train %s --train_batch_size 1 "
              "--max_train_steps 4 --zero_stage 1 --resume_from_checkpoint latest --output_dir %s > %s.log 2>&1",
              common, b, b);
     REQUIRE_MSG(system(cmd) == 0, "mpirun failed (see %s.log)", b);

@@ -20,8 +20,6 @@
     "--method full --resolution 16 --learning_rate 1e-2 --lr_warmup_steps 0 --seed 5 "                     \
     "--validation_prompt 'a cat' --num_validation_images 3"
 
-#define MPIRUN "OMP_NUM_THREADS=1 timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2 "
-
 /* A log's text (malloc'd), or NULL when it cannot be read. */
 static char *read_log(const char *path) {
     char *text = NULL;
@@ -97,7 +95,7 @@ TEST(train_validation_two_ranks_equal_one_rank_on_the_same_weights) {
     if (why) SKIP(why);
     snprintf(a, sizeof a, "%s/val-two", test_tmpdir());
     snprintf(cmd, sizeof cmd,
-             MPIRUN "./sdc train " VCOMMON " --train_batch_size 1 --max_train_steps 2 --validation_steps 1 "
+             MPIRUN2 "./sdc train " VCOMMON " --train_batch_size 1 --max_train_steps 2 --validation_steps 1 "
                     "--checkpointing_steps 1 --output_dir %s > %s.log 2>&1",
              a, a);
     REQUIRE_MSG(system(cmd) == 0, "mpirun failed (see %s.log)", a);
@@ -125,7 +123,7 @@ TEST(train_validation_zero1_ema_two_ranks_equal_one_rank) {
     snprintf(a, sizeof a, "%s/ema-two", test_tmpdir());
     snprintf(r, sizeof r, "%s/ema-one", test_tmpdir());
     snprintf(cmd, sizeof cmd,
-             MPIRUN "./sdc train " VCOMMON " --use_ema --zero_stage 1 --train_batch_size 1 --max_train_steps 2 "
+             MPIRUN2 "./sdc train " VCOMMON " --use_ema --zero_stage 1 --train_batch_size 1 --max_train_steps 2 "
                     "--checkpointing_steps 2 --output_dir %s > %s.log 2>&1",
              a, a);
     REQUIRE_MSG(system(cmd) == 0, "mpirun failed (see %s.log)", a);
@@ -139,7 +137,7 @@ TEST(train_validation_zero1_ema_two_ranks_equal_one_rank) {
 
 /* Rank 0 cannot write the samples (a file is in the way) while rank 1
  * renders: both stop with rank 0's message instead of rank 1 waiting for
- * ever in the gather (the timeout in MPIRUN turns a hang into exit 124). */
+ * ever in the gather (the timeout in MPIRUN2 turns a hang into exit 124). */
 TEST(train_validation_failure_on_rank0_stops_every_rank) {
     char cmd[4096], a[512], path[1024];
     const char *why = mpi_unavailable();
@@ -151,7 +149,7 @@ TEST(train_validation_failure_on_rank0_stops_every_rank) {
     REQUIRE(f);
     fclose(f);
     snprintf(cmd, sizeof cmd,
-             MPIRUN "./sdc train " VCOMMON " --train_batch_size 1 --max_train_steps 2 --validation_steps 1 "
+             MPIRUN2 "./sdc train " VCOMMON " --train_batch_size 1 --max_train_steps 2 --validation_steps 1 "
                     "--checkpointing_steps 100 --output_dir %s > %s.log 2>&1",
              a, a);
     int rc = system(cmd);
@@ -196,7 +194,7 @@ TEST(train_validation_dist_agree_and_gather_two_ranks) {
     snprintf(path, sizeof path, "%s/agree.log", test_tmpdir());
     /* the ranks are this test binary: under ASan, MPI's own allocations
      * that live to exit would count as leaks and fail them */
-    snprintf(cmd, sizeof cmd, "ASAN_OPTIONS=detect_leaks=0 " MPIRUN "%s train_validation_dist_agree_and_gather_two_ranks > %s 2>&1",
+    snprintf(cmd, sizeof cmd, "ASAN_OPTIONS=detect_leaks=0 " MPIRUN2 "%s train_validation_dist_agree_and_gather_two_ranks > %s 2>&1",
              exe, path);
     int rc = system(cmd);
     char *text = read_log(path);
